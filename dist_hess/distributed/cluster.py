@@ -1,0 +1,126 @@
+"""Which Dask client an evaluation runs on.
+
+``client`` as given to :func:`dist_hess.evaluate`:
+
+- a ``distributed.Client``: used as is;
+- a scheduler address string (``"tcp://10.0.0.5:8786"``, ``"tls://..."``): a
+  client is connected once per address and kept for later calls (``security``
+  is passed through for TLS); an unreachable address raises ``ConnectionError``
+  after ``connect_timeout`` seconds instead of hanging;
+- ``None``: the current client if the caller made one (``distributed.Client(...)``
+  or ``with Client(...)``); otherwise problems with ``n * t`` below
+  :data:`IN_PROCESS_WORK` run in this process without any cluster, and larger
+  ones on an embedded ``LocalCluster`` (one single-threaded worker process per
+  core, BLAS pinned to one thread per worker), created on first use, reused by
+  later calls and closed at interpreter exit.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+
+__all__ = ["IN_PROCESS_WORK", "DEFAULT_CONNECT_TIMEOUT", "BLAS_ENV", "current_client",
+           "connect", "embedded_client", "close_embedded", "resolve_client"]
+
+#: ``n * t`` below which ``client=None`` (and no current client) stays in-process.
+IN_PROCESS_WORK = 50_000_000
+#: Seconds to wait for a scheduler before giving up.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: One BLAS thread per single-threaded worker process: the workers are the parallelism.
+BLAS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+_lock = threading.Lock()
+_connected: dict[str, object] = {}          # address -> Client
+_embedded: dict[str, object] = {}           # "cluster", "client"
+
+
+def current_client():
+    """The client the caller has made current, or ``None``."""
+    try:
+        from distributed import default_client
+    except ImportError:                       # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        client = default_client()
+    except ValueError:                        # "No clients found"
+        return None
+    return client if client.status == "running" else None
+
+
+def connect(address: str, *, security=None, timeout: float = DEFAULT_CONNECT_TIMEOUT):
+    """A client on the scheduler at ``address``, reused across calls.
+
+    Raises ``ConnectionError`` naming the address when nothing answers within
+    ``timeout`` seconds.
+    """
+    from distributed import Client
+
+    with _lock:
+        client = _connected.get(address)
+        if client is not None and client.status == "running":
+            return client
+        try:
+            client = Client(address, security=security, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as err:
+            raise ConnectionError(
+                f"could not reach the Dask scheduler at {address!r} within {timeout:g} s "
+                f"({type(err).__name__}: {err}). Is `dask scheduler` running there, is the "
+                f"address (protocol://host:port) right, and for tls:// did you pass "
+                f"security=distributed.Security(...)?") from err
+        _connected[address] = client
+        return client
+
+
+def embedded_client(n_workers: int | None = None):
+    """The client of the embedded ``LocalCluster``, created on first use.
+
+    ``n_workers`` defaults to the number of cores (at most 32); asking again
+    with another count rescales the running cluster.
+    """
+    from distributed import Client, LocalCluster
+
+    wanted = n_workers or min(os.cpu_count() or 1, 32)
+    with _lock:
+        cluster = _embedded.get("cluster")
+        if cluster is None or cluster.status.name != "running":
+            cluster = LocalCluster(n_workers=wanted, threads_per_worker=1, processes=True,
+                                   env=dict(BLAS_ENV), dashboard_address=":0")
+            client = Client(cluster, set_as_default=False)
+            _embedded.update(cluster=cluster, client=client)
+        elif n_workers is not None and len(cluster.workers) != wanted:
+            cluster.scale(wanted)
+            _embedded["client"].wait_for_workers(wanted)
+        return _embedded["client"]
+
+
+def close_embedded() -> None:
+    """Close the embedded cluster and every client this module connected."""
+    with _lock:
+        client, cluster = _embedded.pop("client", None), _embedded.pop("cluster", None)
+        for obj in (client, cluster, *_connected.values()):
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception:  # noqa: BLE001 -- best effort at exit
+                    pass
+        _connected.clear()
+
+
+atexit.register(close_embedded)
+
+
+def resolve_client(client, *, work: int, security=None,
+                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT):
+    """Turn ``evaluate``'s ``client`` argument into a ``Client``, or ``None`` for in-process."""
+    if client is None:
+        found = current_client()
+        if found is not None:
+            return found
+        return None if work < IN_PROCESS_WORK else embedded_client()
+    if isinstance(client, str):
+        return connect(client, security=security, timeout=connect_timeout)
+    if hasattr(client, "scatter") and hasattr(client, "compute"):
+        return client
+    raise TypeError(f"client must be None, a scheduler address string or a "
+                    f"distributed.Client, got {type(client).__name__}")

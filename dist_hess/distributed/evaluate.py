@@ -1,0 +1,287 @@
+"""``dh.evaluate``: value, gradient, curvature and multipliers, data-parallel.
+
+The computation is the one in docs/internals.md::
+
+    finalize(model, w, reduce(add_sums, [shard_sums(model, w, X_i, Y_i, request) ...]))
+
+with the shards mapped over Dask workers (or looped in-process for small
+problems), curvature blocks packed to their upper triangle for transport, and
+the reduction run along the fixed tree of :mod:`.tree` so that the result's bits
+depend on the data and its chunking only.
+"""
+from __future__ import annotations
+
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..store import (STRUCTURES, begin_store, check_curvature_spec, create_multipliers,
+                     mark_complete, write_multipliers_block, write_results)
+from .cluster import DEFAULT_CONNECT_TIMEOUT, resolve_client
+from .data import Shards, as_shards
+from .packing import add_packed_sums, pack_sums, unpack_sums
+from .tasks import Payload, StoreTarget, combine, multipliers_of, shard_task
+from .tree import check_split_every, tree_groups, tree_reduce
+
+__all__ = ["Evaluation", "evaluate", "curvature_specs"]
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` returns.
+
+    ``blocks`` maps each requested ``(kind, structure)`` to its result (row: list
+    over layers of ``(s_k, d_k, d_k)``; layer: list of ``(t_k, t_k)``; full:
+    ``(t, t)``); ``curvature`` and ``curvatures`` are views of it.
+    ``multipliers`` is a list over layers of ``(n, s_k)`` arrays (dask arrays
+    reading the store when one was written), ``hvp`` one ``(t,)`` vector per
+    requested product (a single vector when one was passed).
+    """
+
+    value: float
+    gradient: np.ndarray
+    n_examples: int
+    blocks: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    multipliers: list | None = field(default=None, repr=False)
+    hvp: Any = field(default=None, repr=False)
+    store: str | None = None
+
+    @property
+    def curvatures(self) -> dict[str, Any]:
+        """``kind -> result`` (the first structure requested for that kind)."""
+        out: dict[str, Any] = {}
+        for (kind, _), result in self.blocks.items():
+            out.setdefault(kind, result)
+        return out
+
+    @property
+    def curvature(self):
+        """The curvature result when exactly one was requested, ``None`` when none."""
+        if not self.blocks:
+            return None
+        if len(self.blocks) > 1:
+            asked = ", ".join(f"{k}:{s}" for k, s in self.blocks)
+            raise AttributeError(f"several curvatures were requested ({asked}); use "
+                                 f".curvatures[kind] or .curvature_of(kind, structure)")
+        return next(iter(self.blocks.values()))
+
+    def curvature_of(self, kind: str, structure: str = "row"):
+        try:
+            return self.blocks[(kind, structure)]
+        except KeyError:
+            raise KeyError(f"{kind}:{structure} was not requested "
+                           f"(requested: {list(self.blocks) or 'none'})") from None
+
+
+def curvature_specs(curvature, structure: str = "row") -> tuple[tuple[str, str], ...]:
+    """Normalise ``curvature`` to ``((kind, structure), ...)``.
+
+    Accepts ``None``, a kind (``"hessian"``), ``"kind:structure"``, a
+    ``(kind, structure)`` pair, or a list of these; a bare kind takes ``structure``.
+    """
+    if curvature is None:
+        return ()
+    if isinstance(curvature, str) or (isinstance(curvature, tuple) and len(curvature) == 2
+                                      and curvature[1] in STRUCTURES):
+        curvature = [curvature]
+    specs: list[tuple[str, str]] = []
+    for item in curvature:
+        if isinstance(item, str):
+            kind, _, struct = item.partition(":")
+            pair = (kind, struct or structure)
+        else:
+            pair = tuple(item)
+        check_curvature_spec(*pair)
+        if pair not in specs:
+            specs.append(pair)
+    return tuple(specs)
+
+
+def _hvp_pairs(hvp, n_params: int):
+    """``(pairs, single)``: ``((kind, v), ...)`` and whether one bare vector was given."""
+    if hvp is None:
+        return (), False
+    single = isinstance(hvp, np.ndarray) or (
+        isinstance(hvp, (list, tuple)) and len(hvp) > 0 and np.isscalar(hvp[0]))
+    items = [("hessian", hvp)] if single else list(hvp)
+    pairs = []
+    for kind, v in items:
+        check_curvature_spec(kind, "row")
+        v = np.asarray(v, dtype=np.float64)
+        if v.shape != (n_params,):
+            raise ValueError(f"hvp vector must have shape ({n_params},), got {v.shape}")
+        pairs.append((kind, v))
+    return tuple(pairs), single
+
+
+
+
+# ---------------------------------------------------------------- runners
+# Each returns (packed root sums, list over shards of multipliers or None).
+
+def _run_in_process(shards: Shards, payload: Payload, target, split_every, progress):
+    from ..engine.sums import shard_sums
+
+    collected: list = []
+    blocks = shards.numpy_blocks()
+    if progress:
+        from tqdm import tqdm
+        blocks = tqdm(blocks, total=shards.n_shards, desc="shards", file=sys.stderr)
+
+    def leaves():
+        for start, X, Y in blocks:
+            sums = shard_sums(payload.model, payload.weights, X, Y, payload.request)
+            if "multipliers" in sums:
+                block = sums.pop("multipliers")
+                if target is None:
+                    collected.append(block)
+                else:
+                    write_multipliers_block(target.path, target.names, start, block)
+            yield pack_sums(sums)
+
+    return tree_reduce(leaves(), add_packed_sums, split_every), collected or None
+
+
+def _graph(shards: Shards, payload_ref, target, split_every, collect_multipliers):
+    """Delayed root of the reduction tree, and one multipliers getter per shard."""
+    from dask import delayed
+
+    token = uuid.uuid4().hex[:12]
+    leaves = [delayed(shard_task, pure=True)(payload_ref, X, Y, start, target,
+                                             dask_key_name=f"shard-{token}-{i}")
+              for i, (start, X, Y) in enumerate(shards.dask_blocks())]
+    level = leaves
+    for depth, groups in enumerate(tree_groups(len(leaves), split_every), start=1):
+        level = [level[g[0]] if len(g) == 1 else
+                 delayed(combine, pure=True)(*(level[j] for j in g),
+                                             dask_key_name=f"combine-{token}-{depth}-{i}")
+                 for i, g in enumerate(groups)]
+    getters = []
+    if collect_multipliers and len(leaves) > 1:
+        getters = [delayed(multipliers_of, pure=True)(leaf, dask_key_name=f"multipliers-{token}-{i}")
+                   for i, leaf in enumerate(leaves)]
+    return level[0], getters
+
+
+def _split_root(results):
+    root, *per_shard = results
+    single = root.pop("multipliers", None)
+    return root, (per_shard or ([single] if single is not None else None))
+
+
+def _run_dask_local(shards, payload, target, split_every, progress, collect):
+    import dask
+    root, getters = _graph(shards, payload, target, split_every, collect)
+    if progress:
+        from dask.diagnostics import ProgressBar
+        with ProgressBar(out=sys.stderr):
+            results = dask.compute(root, *getters)
+    else:
+        results = dask.compute(root, *getters)
+    return _split_root(list(results))
+
+
+def _run_distributed(client, shards, payload, target, split_every, progress, collect):
+    payload_ref = client.scatter(payload, broadcast=True, hash=False)
+    try:
+        root, getters = _graph(shards, payload_ref, target, split_every, collect)
+        futures = client.compute([root, *getters])
+        if progress:
+            from distributed import progress as progress_bar
+            progress_bar(futures)
+        results = client.gather(futures)
+    finally:
+        client.cancel([payload_ref])
+    return _split_root(list(results))
+
+
+# ---------------------------------------------------------------- evaluate
+
+def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
+             multipliers: bool = False, store=None, client=None,
+             split_every: int | None = None, chunk_size: int | None = None,
+             progress: bool = False, hvp=None, security=None,
+             connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+             memory_budget: int | None = None) -> Evaluation:
+    """Exact value, gradient and curvature of ``E(W) = sum_i g_i + pen(W)`` over the data.
+
+    Parameters
+    ----------
+    model, w : a ``dist_hess.Model`` and its weights ``(t,)``.
+    X, Y : numpy arrays, dask arrays chunked along rows only, or zarr arrays.
+    curvature : ``None``, a kind (``"hessian"``, ``"gauss_newton"``, ``"lagrangian"``),
+        ``"kind:structure"``, or a list of these; a bare kind uses ``structure``
+        (``"row"``, ``"layer"`` or ``"full"``).
+    multipliers : also return the multipliers ``e^k`` (per example, ``(n, s_k)``).
+    store : a path/URL; the results are written there as a zarr store
+        (DESIGN.md §5), the multipliers by the workers themselves.
+    client : ``None`` (current client, else in-process when small, else an
+        embedded ``LocalCluster``), a ``distributed.Client``, or a scheduler address.
+    split_every : fan-in of the reduction tree (default 4).
+    chunk_size : rows per shard (rechunks dask/zarr inputs).
+    progress : show a progress bar.
+    hvp : a vector ``v (t,)`` (Hessian-vector product) or a list of ``(kind, v)``.
+    security : ``distributed.Security`` for ``tls://`` scheduler addresses.
+    connect_timeout : seconds to wait for a scheduler given by address.
+    memory_budget : bytes per shard for the engine's inner chunking (``None``: its default).
+
+    The result is bitwise identical for the same data, chunking and
+    ``split_every`` whatever the number of workers or the task completion order.
+    """
+    from ..engine.sums import Request, finalize
+
+    w = model.check_weights(w)
+    specs = curvature_specs(curvature, structure)
+    hvp_pairs, hvp_single = _hvp_pairs(hvp, model.n_params)
+    split_every = check_split_every(split_every)
+    shards = as_shards(X, Y, chunk_size)
+    if shards.X.shape[1] != model.inputs:
+        raise ValueError(f"X has {shards.X.shape[1]} columns but the model has "
+                         f"{model.inputs} inputs")
+    request = Request(value=True, gradient=True, curvature=specs,
+                      multipliers=bool(multipliers), hvp=hvp_pairs,
+                      memory_budget=memory_budget)
+    payload = Payload(model, w, request)
+    resolved = resolve_client(client, work=shards.n_examples * model.n_params,
+                              security=security, connect_timeout=connect_timeout)
+
+    group, target = None, None
+    if store is not None:
+        group = begin_store(store, model, w, n_examples=shards.n_examples)
+        if multipliers:
+            names = create_multipliers(group, model.sizes[1:],
+                                       n_examples=shards.n_examples,
+                                       chunk_rows=shards.store_chunk_rows())
+            target = StoreTarget(str(store), tuple(names))
+    collect = bool(multipliers) and target is None
+
+    if resolved is not None:
+        root, per_shard = _run_distributed(resolved, shards.as_dask(), payload, target,
+                                           split_every, progress, collect)
+    elif shards.lazy:
+        root, per_shard = _run_dask_local(shards, payload, target, split_every, progress,
+                                          collect)
+    else:
+        root, per_shard = _run_in_process(shards, payload, target, split_every, progress)
+
+    sums = finalize(model, w, unpack_sums(root))
+    blocks = {(kind, struct): sums[f"curvature/{kind}/{struct}"] for kind, struct in specs}
+    products = [sums[f"hvp/{kind}/{i}"] for i, (kind, _) in enumerate(hvp_pairs)]
+    result = Evaluation(value=float(sums["value"]), gradient=np.asarray(sums["gradient"]),
+                        n_examples=int(sums["n"]), blocks=blocks,
+                        hvp=(products[0] if hvp_single else products) if hvp_pairs else None,
+                        store=None if store is None else str(store))
+    if multipliers:
+        if target is not None:
+            import dask.array as da
+            result.multipliers = [da.from_zarr(target.path, component=name)
+                                  for name in target.names]
+        else:
+            result.multipliers = [np.concatenate(layer, axis=0) for layer in zip(*per_shard)]
+    if group is not None:
+        write_results(group, value=result.value, gradient=result.gradient, curvature=blocks)
+        mark_complete(group)
+    return result

@@ -1,0 +1,87 @@
+"""The fixed reduction tree over shards.
+
+Floating-point addition is not associative, so the order in which partial sums
+are added decides the last bits of the result. Here that order is fixed by the
+shards' position and ``split_every`` alone, never by which task finishes first:
+
+    level 0:  s_0  s_1  s_2  s_3  s_4          (split_every = 2)
+    level 1:  (s_0+s_1)  (s_2+s_3)  s_4
+    level 2:  ((s_0+s_1)+(s_2+s_3))  s_4
+    level 3:  (((s_0+s_1)+(s_2+s_3))+s_4)
+
+Each group of ``split_every`` consecutive nodes is folded left to right. The
+same tree is run by the Dask graph (:func:`tree_groups`) and by the in-process
+loop (:func:`tree_reduce`), so both give bitwise identical sums.
+"""
+from __future__ import annotations
+
+from functools import reduce
+from typing import Callable, Iterable, TypeVar
+
+__all__ = ["DEFAULT_SPLIT_EVERY", "check_split_every", "tree_groups", "tree_reduce", "fold"]
+
+T = TypeVar("T")
+
+DEFAULT_SPLIT_EVERY = 4
+
+
+def check_split_every(split_every: int | None) -> int:
+    """Validate ``split_every`` (``None`` -> the default)."""
+    if split_every is None:
+        return DEFAULT_SPLIT_EVERY
+    if isinstance(split_every, bool) or not isinstance(split_every, int) or split_every < 2:
+        raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
+    return split_every
+
+
+def tree_groups(n_leaves: int, split_every: int) -> list[list[range]]:
+    """Levels of the tree: for each level above the leaves, the index ranges
+    (into the level below) that are folded into one node."""
+    if n_leaves < 1:
+        raise ValueError("a reduction needs at least one leaf")
+    levels = []
+    width = n_leaves
+    while width > 1:
+        groups = [range(i, min(i + split_every, width)) for i in range(0, width, split_every)]
+        levels.append(groups)
+        width = len(groups)
+    return levels
+
+
+def fold(combine: Callable[[T, T], T], items: list[T]) -> T:
+    """Left fold of one group: ``combine(combine(items[0], items[1]), items[2]) ...``."""
+    return reduce(combine, items)
+
+
+def tree_reduce(leaves: Iterable[T], combine: Callable[[T, T], T], split_every: int) -> T:
+    """Reduce ``leaves`` (consumed lazily, in order) along the tree of :func:`tree_groups`.
+
+    At most ``split_every`` pending nodes per level are held, so an in-process
+    run keeps ``O(split_every * depth)`` partial sums alive, not one per shard.
+    """
+    pending: list[list[T]] = []          # pending[level] = nodes waiting for their group
+
+    def push(level: int, node: T) -> None:
+        if level == len(pending):
+            pending.append([])
+        pending[level].append(node)
+        if len(pending[level]) == split_every:
+            group, pending[level] = pending[level], []
+            push(level + 1, fold(combine, group))
+
+    count = 0
+    for leaf in leaves:
+        push(0, leaf)
+        count += 1
+    if count == 0:
+        raise ValueError("a reduction needs at least one leaf")
+    # Flush partial groups bottom-up; a level's partial group is its last node.
+    level = 0
+    while True:
+        above = any(pending[level + 1:]) if level + 1 < len(pending) else False
+        if not above and len(pending[level]) == 1:
+            return pending[level][0]
+        group, pending[level] = pending[level], []
+        if group:
+            push(level + 1, fold(combine, group))
+        level += 1

@@ -1,0 +1,135 @@
+"""Backward passes: multipliers (first order) and per-example curvature (second order).
+
+First order (seed eqs. (7)-(8)): ``dE/dx^m = g'``; absorbing layer ``k`` gives
+``delta^k = h'^k * dE/dx^k`` and adds ``J^k' delta^k`` to its sources.  The
+paper's multipliers are ``e^k = -dE/dx^k``.
+
+Second order (DESIGN §2): the pass carries, per example, the joint Hessian ``B``
+of ``E`` over the *frontier*: outputs of layers not yet absorbed but read by one
+that was.  Absorbing layer ``k`` (``x^k = h(P(u) + eps^k)``, ``eps^k = 0`` a
+perturbation of its pre-activation):
+
+* ``Q^k = diag(h') B_kk diag(h') + diag(h'' * dE/dx^k)`` (``= d2E/d(eps^k)^2``),
+* cross blocks ``C_v = B_vk diag(h')`` (``= d2E/dv deps^k``),
+* sources: ``B_uu += J' Q^k J + sum_j delta_j d2P_j/du2``, ``B_vu += C_v J``.
+
+With ``keep_eps`` the perturbations stay as variables, so at the end ``B``
+holds ``Q^{kl} = d2E/deps^k deps^l`` for every pair of layers (needed by the full
+Hessian).  ``second_order=False`` drops every ``h''`` and ``d2P`` term: the
+result is then the generalised Gauss-Newton matrix in ``eps`` coordinates.
+The input layer 0 is never carried (nothing differentiates w.r.t. the data).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .forward import source_offsets
+
+__all__ = ["first_order", "second_order", "BlockStore"]
+
+
+def first_order(model, cache, gout):
+    """``dE/dx^k`` and ``delta^k = dE/da^k`` per layer (lists indexed ``k``; entry 0 unused)."""
+    m = len(model.layers)
+    n = gout.shape[0]
+    gx = [None] * (m + 1)
+    gx[m] = gout
+    deltas = [None] * (m + 1)
+    for k in range(m, 0, -1):
+        if gx[k] is None:                      # an output nothing reads: no influence on E
+            gx[k] = np.zeros((n, model.sizes[k]))
+        deltas[k] = cache.h1[k - 1] * gx[k]
+        targets = [(p, sl) for p, sl in source_offsets(model, k) if p != 0]
+        if targets:
+            du = cache.input_jac(model, k).transpose_apply(deltas[k])
+            for p, sl in targets:
+                gx[p] = du[:, sl] if gx[p] is None else gx[p] + du[:, sl]
+    return gx, deltas
+
+
+class BlockStore:
+    """Symmetric per-example blocks ``B[(a, b)]`` ``(n, size_a, size_b)``, stored once per pair."""
+
+    def __init__(self):
+        self.blocks = {}
+
+    def add(self, a, b, M):
+        if (b, a) in self.blocks and a != b:
+            a, b, M = b, a, np.swapaxes(M, 1, 2)
+        if (a, b) in self.blocks:
+            self.blocks[(a, b)] = self.blocks[(a, b)] + M
+        else:
+            self.blocks[(a, b)] = M
+
+    def get(self, a, b):
+        if (a, b) in self.blocks:
+            return self.blocks[(a, b)]
+        if (b, a) in self.blocks:
+            return np.swapaxes(self.blocks[(b, a)], 1, 2)
+        return None
+
+    def pop_variable(self, a):
+        """Remove every block touching ``a``; return its diagonal block and ``{v: B[v, a]}``."""
+        diag = self.blocks.pop((a, a), None)
+        cross = {}
+        for key in [key for key in self.blocks if a in key]:
+            M = self.blocks.pop(key)
+            if key[1] == a:
+                cross[key[0]] = M
+            else:
+                cross[key[1]] = np.swapaxes(M, 1, 2)
+        return diag, cross
+
+
+def second_order(model, cache, gx, deltas, gout_hess, *, second_order=True, keep_eps=False,
+                 on_layer=None):
+    """Backward second-order adjoint pass.
+
+    ``gout_hess``: ``(n, c, c)`` loss Hessian.  ``on_layer(k, Q^k)`` is called as
+    each layer is absorbed (``Q^k`` ``(n, s_k, s_k)``).  Returns the
+    :class:`BlockStore` (holding all ``Q^{kl}`` under keys ``("e", k)`` when
+    ``keep_eps``).
+    """
+    m = len(model.layers)
+    n = gout_hess.shape[0]
+    B = BlockStore()
+    B.add(("x", m), ("x", m), np.array(gout_hess, dtype=float))
+    for k in range(m, 0, -1):
+        s = model.sizes[k]
+        h1 = cache.h1[k - 1]
+        Bkk, cross = B.pop_variable(("x", k))
+        if Bkk is None:
+            Bkk = np.zeros((n, s, s))
+        Q = h1[:, :, None] * Bkk * h1[:, None, :]
+        if second_order:
+            idx = np.arange(s)
+            Q[:, idx, idx] += cache.h2[k - 1] * gx[k]
+        cross = {v: C * h1[:, None, :] for v, C in cross.items()}
+        if on_layer is not None:
+            on_layer(k, Q)
+        ek = ("e", k)
+        if keep_eps:
+            B.add(ek, ek, Q)
+            for v, C in cross.items():
+                B.add(v, ek, C)
+        targets = [(p, sl) for p, sl in source_offsets(model, k) if p != 0]
+        if not targets:
+            continue
+        J = cache.input_jac(model, k)
+        Buu = J.sandwich(Q)
+        if second_order:
+            extra = model.layers[k - 1].propagation.input_hess_sum(cache.Ws[k - 1], cache.u[k - 1], deltas[k])
+            if extra is not None:
+                Buu = Buu + extra
+        for i, (p, slp) in enumerate(targets):
+            for q, slq in targets[i:]:
+                B.add(("x", p), ("x", q), Buu[:, slp, slq])
+        for v, C in cross.items():
+            CJ = J.right(C)
+            for p, slp in targets:
+                B.add(v, ("x", p), CJ[:, :, slp])
+        if keep_eps:
+            QJ = J.right(Q)
+            for p, slp in targets:
+                B.add(ek, ("x", p), QJ[:, :, slp])
+    return B

@@ -1,0 +1,75 @@
+"""``dense``: ``a_j = W_j . z`` with ``z = [1, u]`` (``z = u`` without bias) (seed §4.1).
+
+Row ``j`` of ``W`` is ``[bias, weights from the sources in order]``; ``dP_j/dW_j = z``
+for every unit and ``dP/du = W[:, 1:]`` for every example, so every contraction
+is a BLAS-3 product over examples.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .features import FeatureLayer
+from .jacobians import SharedJacobian
+
+__all__ = ["Dense"]
+
+
+class Dense(FeatureLayer):
+    type = "dense"
+    extra_keys = ("bias",)
+
+    def __init__(self, units, n_inputs, bias=True):
+        super().__init__(units, n_inputs)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"dense 'bias' must be true or false, got {bias!r}")
+        self.bias = bool(bias)
+        self.offset = int(self.bias)
+
+    @property
+    def n_row_params(self):
+        return self.n_inputs + self.offset
+
+    def options(self):
+        return {"bias": self.bias}
+
+    def penalty_mask(self):
+        mask = np.ones(self.n_row_params, dtype=bool)
+        mask[: self.offset] = False
+        return mask
+
+    def init(self, rng):
+        W = rng.normal(scale=1.0 / np.sqrt(max(self.n_inputs, 1)), size=(self.units, self.n_row_params))
+        W[:, : self.offset] = 0.0
+        return W
+
+    def features(self, u):
+        if not self.bias:
+            return u
+        return np.concatenate([np.ones((u.shape[0], 1)), u], axis=1)
+
+    def features_jvp(self, u, D):
+        if not self.bias:
+            return D
+        return np.concatenate([np.zeros((D.shape[0], 1, D.shape[2])), D], axis=1)
+
+    def features_vjp(self, u, B):
+        return B[:, self.offset:]
+
+    def features_series(self, u_series):
+        if not self.bias:
+            return u_series
+        one = np.zeros((u_series.shape[0], 1, u_series.shape[2]))
+        one[:, 0, 0] = 1.0
+        return np.concatenate([one, u_series], axis=1)
+
+    def value(self, W, u):
+        a = u @ W[:, self.offset:].T
+        if self.bias:
+            a += W[:, 0]
+        return a
+
+    def input_jac(self, W, u):
+        return SharedJacobian(W[:, self.offset:])
+
+    def mixed_transpose_apply(self, W, u, delta, V):
+        return delta @ V[:, self.offset:]

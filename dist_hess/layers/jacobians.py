@@ -1,0 +1,146 @@
+"""Two shapes of Jacobian the engine contracts with.
+
+Index letters: ``n`` example, ``j`` unit of this layer (``s`` of them), ``c`` a
+row parameter (``d`` per row), ``r`` an input of the layer (its sources
+concatenated), ``q`` a free direction index, ``T`` a flattened block index.
+
+* Input Jacobians ``J[n, j, r] = dP_j/du_r``: :class:`SharedJacobian` when the
+  same ``(s, r)`` matrix serves every example (dense layers: the weights),
+  :class:`ExampleJacobian` otherwise.
+* Parameter gradients ``G[n, j, c] = dP_j/dW_jc``: :class:`SharedParamGrad` when
+  every unit sees the same features ``phi[n, c]`` (dense: ``z = [1, u]``;
+  quadratic: monomials), :class:`UnitParamGrad` otherwise (rbf).
+
+The shared forms turn every contraction into a BLAS-3 product over examples.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import blas
+
+__all__ = ["SharedJacobian", "ExampleJacobian", "SharedParamGrad", "UnitParamGrad",
+           "weighted_gram"]
+
+
+class SharedJacobian:
+    """``J[n] = M`` for every example; ``M`` is ``(s, r)``."""
+
+    def __init__(self, M):
+        self.M = M
+
+    def apply(self, du):                  # (n, r) -> (n, s)
+        return du @ self.M.T
+
+    def apply_many(self, D):              # (n, r, q) -> (n, s, q)
+        return np.matmul(self.M, D)
+
+    def transpose_apply(self, delta):     # (n, s) -> (n, r)
+        return delta @ self.M
+
+    def sandwich(self, Q):                # (n, s, s) -> (n, r, r): J' Q J
+        return np.matmul(np.matmul(self.M.T, Q), self.M)
+
+    def right(self, C):                   # (n, q, s) -> (n, q, r): C J
+        return np.matmul(C, self.M)
+
+
+class ExampleJacobian:
+    """A Jacobian per example: ``A`` is ``(n, s, r)``."""
+
+    def __init__(self, A):
+        self.A = A
+
+    def apply(self, du):
+        return np.einsum("njr,nr->nj", self.A, du)
+
+    def apply_many(self, D):
+        return np.matmul(self.A, D)
+
+    def transpose_apply(self, delta):
+        return np.einsum("njr,nj->nr", self.A, delta)
+
+    def sandwich(self, Q):
+        return np.matmul(np.matmul(self.A.transpose(0, 2, 1), Q), self.A)
+
+    def right(self, C):
+        return np.matmul(C, self.A)
+
+
+def weighted_gram(Z, q, out=None):
+    """``sum_n q[n] z_n z_n'`` for ``Z`` ``(n, d)``, upper triangle only, accumulated into ``out``.
+
+    Two symmetric rank-k updates (BLAS ``dsyrk``), one over the examples with
+    ``q > 0`` and one over those with ``q < 0``: half the flops of a GEMM.
+    """
+    d = Z.shape[1]
+    if out is None:
+        out = np.zeros((d, d), order="F")
+    for sign, sel in ((1.0, q > 0), (-1.0, q < 0)):
+        if not np.any(sel):
+            continue
+        A = Z[sel] * np.sqrt(np.abs(q[sel]))[:, None]      # (n_sel, d), C order
+        # A.T is Fortran-ordered (d, n_sel): dsyrk(trans=0) gives A.T A.T' = A'A.
+        out = blas.dsyrk(sign, A.T, beta=1.0, c=out, trans=0, lower=0, overwrite_c=1)
+    return out
+
+
+def symmetrize_upper(U):
+    """Fill the lower triangle of ``U`` (last two axes) from the upper one."""
+    lower = np.tril(np.ones(U.shape[-2:], dtype=bool), -1)
+    return np.where(lower, np.swapaxes(U, -1, -2), U)
+
+
+class SharedParamGrad:
+    """``G[n, j, c] = phi[n, c]`` for every unit ``j``; ``phi`` is ``(n, d)``."""
+
+    def __init__(self, phi, s):
+        self.phi = phi
+        self.s = s
+
+    def gradient_sum(self, delta):        # (n, s) -> (s, d): sum_n delta_nj phi_n
+        return delta.T @ self.phi
+
+    def jvp(self, V):                     # (s, d) -> (n, s)
+        return self.phi @ V.T
+
+    def row_gram(self, q, out=None):
+        """``sum_n q[n, j] phi_n phi_n'`` for each unit: ``(s, d, d)``, upper triangles."""
+        s, d = self.s, self.phi.shape[1]
+        if out is None:
+            out = [np.zeros((d, d), order="F") for _ in range(s)]
+        for j in range(s):
+            out[j] = weighted_gram(self.phi, q[:, j], out[j])
+        return out
+
+    def left_expand(self, Q):             # (n, s, q) -> (n, s, d, q): Q[n,j,q] G[n,j,c]
+        return Q[:, :, None, :] * self.phi[:, None, :, None]
+
+    def right_contract(self, L):          # (n, T, s) -> (T, s, d): sum_n L[n,T,j] phi[n,c]
+        n, T, s = L.shape
+        return (L.reshape(n, T * s).T @ self.phi).reshape(T, s, -1)
+
+
+class UnitParamGrad:
+    """A gradient per example and unit: ``G`` is ``(n, s, d)``."""
+
+    def __init__(self, G):
+        self.G = G
+        self.s = G.shape[1]
+
+    def gradient_sum(self, delta):
+        return np.einsum("nj,njc->jc", delta, self.G)
+
+    def jvp(self, V):
+        return np.einsum("njc,jc->nj", self.G, V)
+
+    def row_gram(self, q, out=None):
+        blocks = np.einsum("nj,nja,njb->jab", q, self.G, self.G)
+        if out is None:
+            return list(blocks)
+        return [o + b for o, b in zip(out, blocks)]
+
+    def left_expand(self, Q):
+        return Q[:, :, None, :] * self.G[:, :, :, None]
+
+    def right_contract(self, L):
+        return np.einsum("nTj,njc->Tjc", L, self.G)

@@ -1,0 +1,206 @@
+"""Losses ``g(x^m_i, y_i)`` summed over examples (DESIGN §1).
+
+A loss knows, per example, its value ``g``, gradient ``g'`` and Hessian ``g''``
+with respect to the network output ``x^m`` (seed eq. (7): ``e^m = -g'``), and how
+to validate and canonicalise targets.  Index letters: ``n`` example, ``c``
+output unit.
+
+Built-ins, all numerically stable for huge logits:
+
+* ``squared``: ``g = 1/2 ||y - x||^2``, ``g' = x - y``, ``g'' = I``.
+* ``softmax_cross_entropy``: ``g = logsumexp(x) - x_y``, ``g' = p - onehot(y)``,
+  ``g'' = diag(p) - p p'`` with ``p = softmax(x)``.
+* ``binary_cross_entropy``: ``g = softplus(x) - y x`` per output,
+  ``g' = sigma(x) - y``, ``g'' = diag(sigma (1 - sigma))``.
+
+Adding one: subclass :class:`Loss`, implement ``value``, ``grad``, ``hess``
+(and ``prepare_targets`` if targets need checking), then ``register_loss``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import _logistic, _softplus
+
+__all__ = ["Loss", "get_loss", "register_loss", "LOSSES"]
+
+
+class Loss:
+    name: str = ""
+
+    def prepare_targets(self, Y, n_outputs: int) -> np.ndarray:
+        """Validate ``Y`` and return it as a float array ``(n, n_outputs)``."""
+        Y = np.asarray(Y, dtype=float)
+        if Y.ndim == 1 and n_outputs == 1:
+            Y = Y[:, None]
+        if Y.ndim != 2 or Y.shape[1] != n_outputs:
+            raise ValueError(
+                f"targets for loss {self.name!r} must have shape (n, {n_outputs})"
+                + (" or (n,)" if n_outputs == 1 else "") + f", got {Y.shape}")
+        _check_finite(Y, "Y")
+        return Y
+
+    def value(self, out, Y) -> np.ndarray:   # (n,)
+        raise NotImplementedError
+
+    def grad(self, out, Y) -> np.ndarray:    # (n, c)
+        raise NotImplementedError
+
+    def hess(self, out, Y) -> np.ndarray:    # (n, c, c)
+        raise NotImplementedError
+
+    def taylor(self, out_series, Y) -> np.ndarray:
+        """Taylor coefficients of ``g(x(t))`` given those of ``x(t)``: ``(n, c, p+1) -> (n, p+1)``."""
+        raise NotImplementedError(f"loss {self.name!r} has no Taylor propagation")
+
+    def __repr__(self):
+        return f"<loss {self.name}>"
+
+
+def _check_finite(A, name):
+    if not np.all(np.isfinite(A)):
+        bad = np.argwhere(~np.isfinite(A))[0]
+        raise ValueError(f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)}: "
+                         f"{A[tuple(bad)]})")
+
+
+class Squared(Loss):
+    name = "squared"
+
+    def value(self, out, Y):
+        r = out - Y
+        return 0.5 * np.einsum("nc,nc->n", r, r)
+
+    def grad(self, out, Y):
+        return out - Y
+
+    def hess(self, out, Y):
+        n, c = out.shape
+        return np.broadcast_to(np.eye(c), (n, c, c))
+
+    def taylor(self, out_series, Y):
+        from .engine.taylor import series_mul
+        r = out_series.copy()
+        r[..., 0] -= Y
+        return 0.5 * series_mul(r, r).sum(axis=1)
+
+
+class SoftmaxCrossEntropy(Loss):
+    name = "softmax_cross_entropy"
+
+    def prepare_targets(self, Y, n_outputs):
+        Y = np.asarray(Y)
+        if n_outputs < 2:
+            raise ValueError("softmax_cross_entropy needs an output layer with at least 2 units, "
+                             f"got {n_outputs}")
+        if Y.ndim == 1 or (Y.ndim == 2 and Y.shape[1] == 1 and n_outputs != 1):
+            labels = Y.reshape(-1)
+            if labels.dtype.kind == "f":
+                _check_finite(labels, "Y")
+                if np.any(labels != np.round(labels)):
+                    bad = labels[labels != np.round(labels)][0]
+                    raise ValueError(f"class labels must be integers, got {bad}")
+            elif labels.dtype.kind not in "iub":
+                raise TypeError(f"class labels must be integers, got dtype {labels.dtype}")
+            labels = labels.astype(np.int64)
+            out_of_range = (labels < 0) | (labels >= n_outputs)
+            if np.any(out_of_range):
+                bad = labels[out_of_range][0]
+                raise ValueError(f"class label {bad} out of range: labels must lie in "
+                                 f"0..{n_outputs - 1} for an output layer of {n_outputs} units")
+            onehot = np.zeros((labels.shape[0], n_outputs))
+            onehot[np.arange(labels.shape[0]), labels] = 1.0
+            return onehot
+        Y = np.asarray(Y, dtype=float)
+        if Y.ndim != 2 or Y.shape[1] != n_outputs:
+            raise ValueError(f"targets for softmax_cross_entropy must be integer labels (n,) or "
+                             f"one-hot (n, {n_outputs}), got shape {Y.shape}")
+        _check_finite(Y, "Y")
+        if np.any(Y < 0) or np.any(np.abs(Y.sum(axis=1) - 1.0) > 1e-8):
+            raise ValueError("one-hot targets for softmax_cross_entropy must be non-negative rows "
+                             "summing to 1")
+        return Y
+
+    @staticmethod
+    def _log_softmax(out):
+        m = out.max(axis=1, keepdims=True)
+        shifted = out - m
+        lse = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return shifted - lse
+
+    def value(self, out, Y):
+        # sum_c y_c (logsumexp(x) - x_c); y rows sum to one.
+        return -np.einsum("nc,nc->n", Y, self._log_softmax(out))
+
+    def grad(self, out, Y):
+        return np.exp(self._log_softmax(out)) - Y
+
+    def hess(self, out, Y):
+        p = np.exp(self._log_softmax(out))
+        H = -p[:, :, None] * p[:, None, :]
+        idx = np.arange(p.shape[1])
+        H[:, idx, idx] += p
+        return H
+
+    def taylor(self, out_series, Y):
+        from .engine.taylor import series_exp, series_log
+        x = out_series.copy()
+        shift = x[..., 0].max(axis=1)
+        x[..., 0] -= shift[:, None]
+        lse = series_log(series_exp(x).sum(axis=1))
+        lse[..., 0] += shift
+        return lse - np.einsum("nc,ncp->np", Y, out_series)
+
+
+class BinaryCrossEntropy(Loss):
+    name = "binary_cross_entropy"
+
+    def prepare_targets(self, Y, n_outputs):
+        Y = super().prepare_targets(Y, n_outputs)
+        bad = (Y != 0) & (Y != 1)
+        if np.any(bad):
+            raise ValueError(f"binary_cross_entropy targets must be 0 or 1, got {Y[bad][0]}")
+        return Y
+
+    def value(self, out, Y):
+        return (_softplus(out) - Y * out).sum(axis=1)
+
+    def grad(self, out, Y):
+        return _logistic(out) - Y
+
+    def hess(self, out, Y):
+        p = _logistic(out)
+        n, c = out.shape
+        H = np.zeros((n, c, c))
+        idx = np.arange(c)
+        H[:, idx, idx] = p * (1.0 - p)
+        return H
+
+    def taylor(self, out_series, Y):
+        from .activations import get_activation
+        from .engine.taylor import series_compose
+        sp = series_compose(get_activation("softplus"), out_series)
+        return (sp - Y[..., None] * out_series).sum(axis=1)
+
+
+LOSSES: dict[str, Loss] = {}
+
+
+def register_loss(loss: Loss) -> Loss:
+    if not isinstance(loss, Loss):
+        raise TypeError(f"expected a Loss instance, got {type(loss).__name__}")
+    LOSSES[loss.name] = loss
+    return loss
+
+
+def get_loss(name) -> Loss:
+    if isinstance(name, Loss):
+        return name
+    try:
+        return LOSSES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {name!r}; known losses: {sorted(LOSSES)}") from None
+
+
+for _cls in (Squared, SoftmaxCrossEntropy, BinaryCrossEntropy):
+    register_loss(_cls())

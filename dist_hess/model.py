@@ -1,0 +1,267 @@
+"""The model: JSON spec, parameter layout and the public derivative methods (DESIGN §1, §3).
+
+Layer ``k`` (1-based; layer 0 is the input) reads ``sources_k``, computes
+``a^k = P^k(u^k; W^k)`` with ``u^k`` its sources' outputs concatenated in order,
+then ``x^k = h^k(a^k)``.  The flat parameter vector concatenates the row-major
+``(s_k, d_k)`` matrices ``W^k`` in layer order.
+"""
+from __future__ import annotations
+
+import json
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activations import Activation, get_activation
+from .layers import Propagation, get_layer_type
+from .losses import Loss, _check_finite, get_loss
+from .penalties import Penalty, parse_penalty
+
+__all__ = ["Model", "Layer", "KINDS", "STRUCTURES"]
+
+KINDS = ("hessian", "gauss_newton", "lagrangian")
+STRUCTURES = ("row", "layer", "full")
+_LAYER_KEYS = {"type", "units", "activation", "sources"}
+_MODEL_KEYS = {"inputs", "layers", "loss", "penalty"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer: its index ``k``, propagation, activation and sources."""
+    index: int
+    propagation: Propagation
+    activation: Activation
+    sources: tuple[int, ...]
+
+    @property
+    def units(self):
+        return self.propagation.units
+
+    @property
+    def shape(self):
+        return (self.propagation.units, self.propagation.n_row_params)
+
+
+def _positive_int(value, what):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Model:
+    """A feed-forward network with its loss and penalty.
+
+    Build it with :meth:`from_dict` / :meth:`from_json`; every derivative method
+    takes the flat weights ``w`` (``(n_params,)``), inputs ``X`` ``(n, inputs)``
+    and targets ``Y`` (see DESIGN §1).  Work over examples is chunked so that
+    temporaries stay within ``memory_budget`` bytes (default 256 MiB).
+    """
+
+    def __init__(self, inputs: int, layers: list[Layer], loss: Loss, penalty: Penalty | None,
+                 memory_budget: int | None = None):
+        self.inputs = inputs
+        self.layers = list(layers)
+        self.loss = loss
+        self.penalty = penalty
+        self.memory_budget = memory_budget
+        self.sizes = [inputs] + [layer.units for layer in self.layers]
+        self.layer_shapes = [layer.shape for layer in self.layers]
+        sizes = [s * d for s, d in self.layer_shapes]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.layer_slices = [slice(int(offsets[k]), int(offsets[k + 1])) for k in range(len(sizes))]
+        self.n_params = int(offsets[-1])
+        self.penalty_mask = np.concatenate(
+            [np.tile(layer.propagation.penalty_mask(), layer.units) for layer in self.layers])
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, spec: dict) -> "Model":
+        if not isinstance(spec, dict):
+            raise TypeError(f"a model spec must be a dict, got {type(spec).__name__}")
+        unknown = set(spec) - _MODEL_KEYS
+        if unknown:
+            raise ValueError(f"unknown model keys {sorted(unknown)}; allowed: {sorted(_MODEL_KEYS)}")
+        if "inputs" not in spec:
+            raise ValueError("model spec needs 'inputs' (the number of input features)")
+        inputs = _positive_int(spec["inputs"], "'inputs'")
+        layer_specs = spec.get("layers")
+        if not isinstance(layer_specs, (list, tuple)) or not layer_specs:
+            raise ValueError(f"model spec needs a non-empty list 'layers', got {layer_specs!r}")
+        sizes = [inputs]
+        layers = []
+        for k, ls in enumerate(layer_specs, start=1):
+            layer = cls._parse_layer(k, ls, sizes)
+            layers.append(layer)
+            sizes.append(layer.units)
+        loss = get_loss(spec.get("loss", "squared"))
+        penalty = parse_penalty(spec.get("penalty"))
+        return cls(inputs, layers, loss, penalty)
+
+    @staticmethod
+    def _parse_layer(k, ls, sizes):
+        where = f"layer {k}"
+        if not isinstance(ls, dict):
+            raise TypeError(f"{where}: expected a dict, got {ls!r}")
+        if "type" not in ls:
+            raise ValueError(f"{where}: missing 'type' (one of dense, rbf, quadratic)")
+        prop_cls = get_layer_type(ls["type"])
+        allowed = _LAYER_KEYS | set(prop_cls.extra_keys)
+        unknown = set(ls) - allowed
+        if unknown:
+            raise ValueError(f"{where} ({ls['type']}): unknown keys {sorted(unknown)}; "
+                             f"allowed: {sorted(allowed)}")
+        if "units" not in ls:
+            raise ValueError(f"{where}: missing 'units'")
+        units = _positive_int(ls["units"], f"{where}: 'units'")
+        if "activation" not in ls:
+            raise ValueError(f"{where}: missing 'activation' (required)")
+        activation = get_activation(ls["activation"])
+        sources = ls.get("sources", [k - 1])
+        if not isinstance(sources, (list, tuple)) or not sources:
+            raise ValueError(f"{where}: 'sources' must be a non-empty list of earlier layers, got {sources!r}")
+        for src in sources:
+            if isinstance(src, bool) or not isinstance(src, numbers.Integral) or not 0 <= src < k:
+                raise ValueError(f"{where}: source {src!r} is not an earlier layer "
+                                 f"(sources must lie in 0..{k - 1})")
+        if len(set(sources)) != len(sources):
+            raise ValueError(f"{where}: sources {list(sources)} list a layer twice")
+        if prop_cls.single_source and len(sources) != 1:
+            raise ValueError(f"{where}: an {ls['type']} layer reads exactly one source, "
+                             f"got sources {list(sources)}")
+        options = {key: ls[key] for key in prop_cls.extra_keys if key in ls}
+        n_inputs = sum(sizes[s] for s in sources)
+        prop = prop_cls(units, n_inputs, **options)
+        return Layer(k, prop, activation, tuple(int(s) for s in sources))
+
+    @classmethod
+    def from_json(cls, path) -> "Model":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def to_dict(self) -> dict:
+        layers = []
+        for layer in self.layers:
+            d = {"type": layer.propagation.type, "units": layer.units,
+                 "activation": layer.activation.name, "sources": list(layer.sources)}
+            d.update(layer.propagation.options())
+            layers.append(d)
+        return {"inputs": self.inputs, "layers": layers, "loss": self.loss.name,
+                "penalty": None if self.penalty is None else self.penalty.to_dict()}
+
+    def to_json(self, path=None):
+        text = json.dumps(self.to_dict(), indent=1)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text + "\n")
+        return text
+
+    def __repr__(self):
+        arch = "-".join(str(s) for s in self.sizes)
+        return f"<Model {arch}, {self.n_params} parameters, loss {self.loss.name}>"
+
+    # -- parameters -------------------------------------------------------------------
+    def init(self, seed=0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return np.concatenate([layer.propagation.init(rng).ravel() for layer in self.layers])
+
+    def unpack(self, w) -> list[np.ndarray]:
+        """Views ``W^k`` ``(s_k, d_k)`` into the flat vector, layer by layer."""
+        return [w[sl].reshape(shape) for sl, shape in zip(self.layer_slices, self.layer_shapes)]
+
+    def layer_of(self, index: int) -> tuple[int, int, int]:
+        """``(layer k (1-based), row j, column c)`` of flat parameter ``index``."""
+        for k, (sl, (s, d)) in enumerate(zip(self.layer_slices, self.layer_shapes), start=1):
+            if sl.start <= index < sl.stop:
+                j, c = divmod(index - sl.start, d)
+                return k, j, c
+        raise IndexError(f"parameter index {index} out of range 0..{self.n_params - 1}")
+
+    # -- input checking -------------------------------------------------------------------
+    def check_weights(self, w) -> np.ndarray:
+        w = np.asarray(w, dtype=float)
+        if w.ndim != 1 or w.shape[0] != self.n_params:
+            raise ValueError(f"weights must be a vector of length {self.n_params} (n_params), "
+                             f"got shape {w.shape}")
+        _check_finite(w, "w")
+        return w
+
+    def check_inputs(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        if X.ndim == 1 and self.inputs == 1:
+            X = X[:, None]
+        if X.ndim != 2 or X.shape[1] != self.inputs:
+            raise ValueError(f"X must have shape (n, {self.inputs}) for a model with "
+                             f"{self.inputs} inputs, got {X.shape}")
+        _check_finite(X, "X")
+        return X
+
+    def check_data(self, X, Y):
+        X = self.check_inputs(X)
+        Y = self.loss.prepare_targets(Y, self.sizes[-1])
+        if Y.shape[0] != X.shape[0]:
+            raise ValueError(f"X and Y have different numbers of rows: {X.shape[0]} and {Y.shape[0]}")
+        return X, Y
+
+    # -- derivatives (contract, DESIGN §3) ----------------------------------------------------
+    def _sums(self, w, X, Y, **request):
+        from .engine.sums import Request, finalize, shard_sums
+        w = self.check_weights(w)
+        X, Y = self.check_data(X, Y)
+        req = Request(memory_budget=self.memory_budget, **request)
+        return finalize(self, w, shard_sums(self, w, X, Y, req, checked=True), req)
+
+    def value(self, w, X, Y) -> float:
+        """``E(W) = sum_i g(x^m_i, y_i) + pen(W)``."""
+        return float(self._sums(w, X, Y, value=True, gradient=False)["value"])
+
+    def gradient(self, w, X, Y) -> np.ndarray:
+        """``dE/dW`` by one forward and one backward (Lagrangian) pass, seed eqs. (7)-(9)."""
+        return self._sums(w, X, Y, value=False, gradient=True)["gradient"]
+
+    def value_and_gradient(self, w, X, Y):
+        s = self._sums(w, X, Y, value=True, gradient=True)
+        return float(s["value"]), s["gradient"]
+
+    def multipliers(self, w, X, Y) -> list[np.ndarray]:
+        """The paper's ``e^k_i = -dE_i/dx^k_i`` (total derivative, no penalty): list of ``(n, s_k)``."""
+        return self._sums(w, X, Y, value=False, gradient=False, multipliers=True)["multipliers"]
+
+    def curvature(self, w, X, Y, kind="hessian", structure="row"):
+        """Exact curvature ``kind`` (hessian | gauss_newton | lagrangian) in ``structure``.
+
+        ``row``: list over layers of ``(s_k, d_k, d_k)``; ``layer``: list of ``(t_k, t_k)``;
+        ``full``: ``(t, t)``.  See docs/theory.md.
+        """
+        _check_kind(kind, structure)
+        s = self._sums(w, X, Y, value=False, gradient=False, curvature=((kind, structure),))
+        return s[f"curvature/{kind}/{structure}"]
+
+    def hvp(self, w, X, Y, v, kind="hessian") -> np.ndarray:
+        """Exact curvature-vector product (kind hessian or gauss_newton) by forward-over-reverse."""
+        if kind not in ("hessian", "gauss_newton"):
+            raise ValueError(f"hvp kind must be 'hessian' or 'gauss_newton', got {kind!r}")
+        v = np.asarray(v, dtype=float)
+        if v.shape != (self.n_params,):
+            raise ValueError(f"v must be a vector of length {self.n_params}, got shape {v.shape}")
+        _check_finite(v, "v")
+        s = self._sums(w, X, Y, value=False, gradient=False, hvp=((kind, v),))
+        return s["hvp/0"]
+
+    def directional_derivatives(self, w, X, Y, v, order) -> np.ndarray:
+        """``[E, DE[v], D^2E[v,v], ..., D^pE[v,...,v]]`` at ``w`` by Taylor propagation (DESIGN §6)."""
+        if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 0:
+            raise ValueError(f"order must be an integer >= 0, got {order!r}")
+        v = np.asarray(v, dtype=float)
+        if v.shape != (self.n_params,):
+            raise ValueError(f"v must be a vector of length {self.n_params}, got shape {v.shape}")
+        _check_finite(v, "v")
+        s = self._sums(w, X, Y, value=False, gradient=False, directional=(v, int(order)))
+        return s["directional"]
+
+
+def _check_kind(kind, structure):
+    if kind not in KINDS:
+        raise ValueError(f"unknown curvature kind {kind!r}; known kinds: {list(KINDS)}")
+    if structure not in STRUCTURES:
+        raise ValueError(f"unknown curvature structure {structure!r}; known structures: {list(STRUCTURES)}")

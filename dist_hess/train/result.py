@@ -1,0 +1,110 @@
+"""What `fit` returns: a status, a message, the final iterate and a per-iteration history.
+
+Everything here round-trips through plain JSON (``to_dict`` / ``from_dict``) so that a
+checkpoint can store it without pickling (STYLE.md habit 6).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+
+import numpy as np
+
+__all__ = ["Status", "IterationRecord", "FitResult"]
+
+
+class Status(str, Enum):
+    """Why `fit` stopped. A ``str`` subclass: ``result.status == "gtol"`` works."""
+
+    GTOL = "gtol"                # gradient norm <= gtol: converged
+    FTOL = "ftol"                # relative decrease of an accepted step <= ftol: converged
+    MAX_ITER = "max_iter"        # iteration limit reached
+    MAX_TIME = "max_time"        # wall-clock limit reached
+    STALLED = "stalled"          # radius or step too small / damping too large to make progress
+    CALLBACK = "callback"        # the callback asked to stop
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def converged(self) -> bool:
+        return self in (Status.GTOL, Status.FTOL)
+
+
+def _json_float(x):
+    """A float for JSON: ``None`` for absent or non-finite values (JSON has no NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """One iteration of the driver: one step tried, accepted or not.
+
+    ``value`` and ``gradient_norm`` are at the iterate *after* the iteration (unchanged
+    when the step was rejected); ``radius`` / ``damping`` are the values the step was
+    computed with (``None`` for the globalisation not in use); ``ratio`` is actual over
+    predicted reduction; ``seconds`` is the wall time of the iteration.
+    """
+
+    iteration: int
+    value: float
+    gradient_norm: float
+    step_norm: float
+    ratio: float | None
+    accepted: bool
+    radius: float | None = None
+    damping: float | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for name in ("value", "gradient_norm", "step_norm", "ratio", "radius", "damping", "seconds"):
+            d[name] = _json_float(d[name])
+        d["iteration"] = int(self.iteration)
+        d["accepted"] = bool(self.accepted)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IterationRecord":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown iteration record fields {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class FitResult:
+    """Outcome of `dist_hess.fit`.
+
+    ``w`` the final weights ``(t,)``; ``value`` ``E(w)``; ``gradient`` and its 2-norm
+    ``gradient_norm``; ``n_iter`` iterations done (all calls together when resumed from
+    a checkpoint; rejected steps count); ``converged`` true when ``status`` is ``gtol``
+    or ``ftol``; ``message`` a sentence saying why it stopped; ``history`` one
+    `IterationRecord` per iteration; ``method`` the step strategy; ``seconds`` the wall
+    time of this call.
+    """
+
+    w: np.ndarray
+    value: float
+    gradient: np.ndarray
+    gradient_norm: float
+    n_iter: int
+    status: Status
+    message: str
+    method: str
+    history: list[IterationRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def converged(self) -> bool:
+        return Status(self.status).converged
+
+    def __repr__(self) -> str:
+        return (f"FitResult(method={self.method!r}, status={str(self.status)!r}, "
+                f"converged={self.converged}, n_iter={self.n_iter}, value={self.value:.6g}, "
+                f"gradient_norm={self.gradient_norm:.3g})")
