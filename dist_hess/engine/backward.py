@@ -127,7 +127,10 @@ def second_order(model, cache, gx, deltas, gout_hess, *, second_order=True, keep
         for v, C in cross.items():
             CJ = J.right(C)
             for p, slp in targets:
-                B.add(v, ("x", p), CJ[:, :, slp])
+                block = CJ[:, :, slp]
+                if v == ("x", p):      # x^p is both a frontier variable and a source of k
+                    block = block + np.swapaxes(block, 1, 2)
+                B.add(v, ("x", p), block)
         if keep_eps:
             QJ = J.right(Q)
             for p, slp in targets:
