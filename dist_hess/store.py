@@ -309,11 +309,11 @@ def open_store(path) -> Store:
     whose writer never finished (no ``complete=true``).
     """
     location = _store_location(path)
+    if "://" not in location and not os.path.exists(location):
+        raise FileNotFoundError(f"no store at {location!r}")
     try:
         group = zarr.open_group(location, mode="r")
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"no store at {location!r}") from err
-    except zarr.errors.NodeNotFoundError:
+    except (zarr.errors.NodeNotFoundError, FileNotFoundError):
         raise ValueError(f"{location!r} is not a dist_hess store: no zarr group there") from None
     fmt = group.attrs.get("format")
     if fmt != FORMAT:

@@ -6,8 +6,8 @@
 - :mod:`.packing`, :mod:`.tree`, :mod:`.tasks` -- packed transport of symmetric
   blocks, the fixed reduction tree, and the functions the workers run.
 """
-from .cluster import close_embedded
+from .cluster import close_clients
 from .data import persist_data
 from .evaluate import Evaluation, evaluate
 
-__all__ = ["evaluate", "Evaluation", "persist_data", "close_embedded"]
+__all__ = ["evaluate", "Evaluation", "persist_data", "close_clients"]

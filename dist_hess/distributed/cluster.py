@@ -21,7 +21,7 @@ import os
 import threading
 
 __all__ = ["IN_PROCESS_WORK", "DEFAULT_CONNECT_TIMEOUT", "BLAS_ENV", "current_client",
-           "connect", "embedded_client", "close_embedded", "resolve_client"]
+           "connect", "embedded_client", "close_clients", "resolve_client"]
 
 #: ``n * t`` below which ``client=None`` (and no current client) stays in-process.
 IN_PROCESS_WORK = 50_000_000
@@ -84,8 +84,15 @@ def embedded_client(n_workers: int | None = None):
     with _lock:
         cluster = _embedded.get("cluster")
         if cluster is None or cluster.status.name != "running":
-            cluster = LocalCluster(n_workers=wanted, threads_per_worker=1, processes=True,
-                                   env=dict(BLAS_ENV), dashboard_address=":0")
+            try:
+                cluster = LocalCluster(n_workers=wanted, threads_per_worker=1, processes=True,
+                                       env=dict(BLAS_ENV), dashboard_address=":0")
+            except RuntimeError as err:
+                raise RuntimeError(
+                    f"could not start the embedded local Dask cluster ({err}). Worker "
+                    f"processes are spawned and re-import your main script: put the code "
+                    f"that calls dist_hess under `if __name__ == '__main__':`, or pass "
+                    f"client=<a distributed.Client or scheduler address>") from err
             client = Client(cluster, set_as_default=False)
             _embedded.update(cluster=cluster, client=client)
         elif n_workers is not None and len(cluster.workers) != wanted:
@@ -94,7 +101,7 @@ def embedded_client(n_workers: int | None = None):
         return _embedded["client"]
 
 
-def close_embedded() -> None:
+def close_clients() -> None:
     """Close the embedded cluster and every client this module connected."""
     with _lock:
         client, cluster = _embedded.pop("client", None), _embedded.pop("cluster", None)
@@ -107,7 +114,7 @@ def close_embedded() -> None:
         _connected.clear()
 
 
-atexit.register(close_embedded)
+atexit.register(close_clients)
 
 
 def resolve_client(client, *, work: int, security=None,

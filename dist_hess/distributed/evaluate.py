@@ -22,7 +22,7 @@ from ..store import (STRUCTURES, begin_store, check_curvature_spec, create_multi
                      mark_complete, write_multipliers_block, write_results)
 from .cluster import DEFAULT_CONNECT_TIMEOUT, resolve_client
 from .data import Shards, as_shards
-from .packing import add_packed_sums, pack_sums, unpack_sums
+from .packing import pack_sums, unpack_sums
 from .tasks import Payload, StoreTarget, combine, multipliers_of, shard_task
 from .tree import check_split_every, tree_groups, tree_reduce
 
@@ -109,7 +109,8 @@ def _hvp_pairs(hvp, n_params: int):
     items = [("hessian", hvp)] if single else list(hvp)
     pairs = []
     for kind, v in items:
-        check_curvature_spec(kind, "row")
+        if kind not in ("hessian", "gauss_newton"):
+            raise ValueError(f"hvp kind must be 'hessian' or 'gauss_newton', got {kind!r}")
         v = np.asarray(v, dtype=np.float64)
         if v.shape != (n_params,):
             raise ValueError(f"hvp vector must have shape ({n_params},), got {v.shape}")
@@ -123,7 +124,7 @@ def _hvp_pairs(hvp, n_params: int):
 # Each returns (packed root sums, list over shards of multipliers or None).
 
 def _run_in_process(shards: Shards, payload: Payload, target, split_every, progress):
-    from ..engine.sums import shard_sums
+    from ..engine.sums import add_sums, shard_sums
 
     collected: list = []
     blocks = shards.numpy_blocks()
@@ -142,7 +143,7 @@ def _run_in_process(shards: Shards, payload: Payload, target, split_every, progr
                     write_multipliers_block(target.path, target.names, start, block)
             yield pack_sums(sums)
 
-    return tree_reduce(leaves(), add_packed_sums, split_every), collected or None
+    return tree_reduce(leaves(), add_sums, split_every), collected or None
 
 
 def _graph(shards: Shards, payload_ref, target, split_every, collect_multipliers):
@@ -185,17 +186,14 @@ def _run_dask_local(shards, payload, target, split_every, progress, collect):
 
 
 def _run_distributed(client, shards, payload, target, split_every, progress, collect):
+    # Released when this function returns (the last reference goes).
     payload_ref = client.scatter(payload, broadcast=True, hash=False)
-    try:
-        root, getters = _graph(shards, payload_ref, target, split_every, collect)
-        futures = client.compute([root, *getters])
-        if progress:
-            from distributed import progress as progress_bar
-            progress_bar(futures)
-        results = client.gather(futures)
-    finally:
-        client.cancel([payload_ref])
-    return _split_root(list(results))
+    root, getters = _graph(shards, payload_ref, target, split_every, collect)
+    futures = client.compute([root, *getters])
+    if progress:
+        from distributed import progress as progress_bar
+        progress_bar(futures, scheduler=client.scheduler.address)
+    return _split_root(list(client.gather(futures)))
 
 
 # ---------------------------------------------------------------- evaluate
@@ -243,7 +241,7 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
                          f"{model.inputs} inputs")
     request = Request(value=True, gradient=True, curvature=specs,
                       multipliers=bool(multipliers), hvp=hvp_pairs,
-                      memory_budget=memory_budget)
+                      memory_budget=memory_budget or model.memory_budget)
     payload = Payload(model, w, request)
     resolved = resolve_client(client, work=shards.n_examples * model.n_params,
                               security=security, connect_timeout=connect_timeout)
@@ -267,9 +265,9 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
     else:
         root, per_shard = _run_in_process(shards, payload, target, split_every, progress)
 
-    sums = finalize(model, w, unpack_sums(root))
+    sums = finalize(model, w, unpack_sums(root), request)
     blocks = {(kind, struct): sums[f"curvature/{kind}/{struct}"] for kind, struct in specs}
-    products = [sums[f"hvp/{kind}/{i}"] for i, (kind, _) in enumerate(hvp_pairs)]
+    products = [sums[f"hvp/{i}"] for i in range(len(hvp_pairs))]
     result = Evaluation(value=float(sums["value"]), gradient=np.asarray(sums["gradient"]),
                         n_examples=int(sums["n"]), blocks=blocks,
                         hvp=(products[0] if hvp_single else products) if hvp_pairs else None,

@@ -6,7 +6,8 @@ instead of ``d**2``. The packed layout is row-major over the upper triangle
 (row ``i`` contributes ``a[i, i:]``), the same order as ``np.triu_indices``.
 
 Packed sums add exactly like unpacked ones (element by element), so the
-reduction tree combines packed dicts and the client unpacks once.
+reduction tree combines packed dicts with the engine's own ``add_sums`` and the
+client unpacks once.
 
 Index letters: ``d`` the side of a block, ``p = d (d + 1) / 2`` its packed length.
 """
@@ -16,8 +17,7 @@ import math
 
 import numpy as np
 
-__all__ = ["pack_symmetric", "unpack_symmetric", "packed_side",
-           "pack_sums", "unpack_sums", "add_packed_sums"]
+__all__ = ["pack_symmetric", "unpack_symmetric", "packed_side", "pack_sums", "unpack_sums"]
 
 _CURVATURE_PREFIX = "curvature/"
 
@@ -80,24 +80,3 @@ def unpack_sums(packed: dict) -> dict:
     """Inverse of :func:`pack_sums` (the engine's sums layout, without multipliers)."""
     return {key: (_map_blocks(value, unpack_symmetric) if key.startswith(_CURVATURE_PREFIX) else value)
             for key, value in packed.items()}
-
-
-def _add(a, b):
-    if isinstance(a, (list, tuple)):
-        if len(a) != len(b):
-            raise ValueError(f"cannot add lists of {len(a)} and {len(b)} blocks")
-        return [x + y for x, y in zip(a, b)]
-    return a + b
-
-
-def add_packed_sums(a: dict, b: dict) -> dict:
-    """Key-by-key sum of two packed sums dicts (the reduction's combine step);
-    per-example ``"multipliers"`` are left out, as in the engine's ``add_sums``.
-
-    The engine's ``add_sums`` does the same on unpacked dicts; this one only
-    exists because packed blocks have another shape.
-    """
-    keys = a.keys() - {"multipliers"}
-    if keys != b.keys() - {"multipliers"}:
-        raise ValueError(f"partial sums disagree on their keys: {sorted(a)} vs {sorted(b)}")
-    return {key: _add(a[key], b[key]) for key in keys}

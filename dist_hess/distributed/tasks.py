@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..store import write_multipliers_block
-from .packing import add_packed_sums, pack_sums
+from .packing import pack_sums
 from .tree import fold
 
 __all__ = ["Payload", "StoreTarget", "shard_task", "combine", "multipliers_of"]
@@ -60,7 +60,9 @@ def shard_task(payload: Payload, X, Y, start: int, target: StoreTarget | None) -
 
 def combine(*parts: dict) -> dict:
     """One node of the reduction tree: the left fold of its children, in order."""
-    return fold(add_packed_sums, list(parts))
+    from ..engine.sums import add_sums
+
+    return fold(add_sums, list(parts))
 
 
 def multipliers_of(leaf: dict) -> list:

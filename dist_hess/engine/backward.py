@@ -82,21 +82,37 @@ class BlockStore:
 
 
 def second_order(model, cache, gx, deltas, gout_hess, *, second_order=True, keep_eps=False,
-                 on_layer=None):
+                 on_layer=None, diag_only=()):
     """Backward second-order adjoint pass.
 
     ``gout_hess``: ``(n, c, c)`` loss Hessian.  ``on_layer(k, Q^k)`` is called as
-    each layer is absorbed (``Q^k`` ``(n, s_k, s_k)``).  Returns the
-    :class:`BlockStore` (holding all ``Q^{kl}`` under keys ``("e", k)`` when
-    ``keep_eps``).
+    each layer is absorbed (``Q^k`` ``(n, s_k, s_k)``, or its diagonal ``(n, s_k)``
+    for layers in ``diag_only``: layers reading only the input whose ``Q`` is
+    wanted for row blocks only; for them only ``diag(B_kk)`` is carried and no
+    cross block at all).  Returns the :class:`BlockStore` (holding every
+    ``Q^{kl}`` under keys ``("e", k)`` when ``keep_eps``).
     """
     m = len(model.layers)
     n = gout_hess.shape[0]
+    diag_only = set(diag_only)
+    if keep_eps and diag_only:
+        raise ValueError("keep_eps needs full blocks for every layer")
     B = BlockStore()
-    B.add(("x", m), ("x", m), np.array(gout_hess, dtype=float))
+    diagonals = {}
+    if m in diag_only:
+        diagonals[m] = np.array(np.diagonal(gout_hess, axis1=1, axis2=2))
+    else:
+        B.add(("x", m), ("x", m), np.array(gout_hess, dtype=float))
     for k in range(m, 0, -1):
         s = model.sizes[k]
         h1 = cache.h1[k - 1]
+        if k in diag_only:   # only valid for a layer that reads the input and has one reader
+            q = h1 * h1 * diagonals.pop(k, np.zeros((n, s)))
+            if second_order:
+                q = q + cache.h2[k - 1] * gx[k]
+            if on_layer is not None:
+                on_layer(k, q)
+            continue
         Bkk, cross = B.pop_variable(("x", k))
         if Bkk is None:
             Bkk = np.zeros((n, s, s))
@@ -116,23 +132,35 @@ def second_order(model, cache, gx, deltas, gout_hess, *, second_order=True, keep
         if not targets:
             continue
         J = cache.input_jac(model, k)
-        Buu = J.sandwich(Q)
+        prop = model.layers[k - 1].propagation
+        extra = None
         if second_order:
-            extra = model.layers[k - 1].propagation.input_hess_sum(cache.Ws[k - 1], cache.u[k - 1], deltas[k])
+            extra = prop.input_hess_sum(cache.Ws[k - 1], cache.u[k - 1], deltas[k])
+        full_targets = [(p, sl) for p, sl in targets if p not in diag_only]
+        diag_targets = [(p, sl) for p, sl in targets if p in diag_only]
+        if diag_targets:
+            Duu = J.sandwich_diag(Q)
             if extra is not None:
-                Buu = Buu + extra
-        for i, (p, slp) in enumerate(targets):
-            for q, slq in targets[i:]:
+                Duu = Duu + np.diagonal(extra, axis1=1, axis2=2)
+            for p, slp in diag_targets:
+                diagonals[p] = Duu[:, slp] + diagonals.get(p, 0.0)
+        if not full_targets:
+            continue
+        Buu = J.sandwich(Q)
+        if extra is not None:
+            Buu = Buu + extra
+        for i, (p, slp) in enumerate(full_targets):
+            for q, slq in full_targets[i:]:
                 B.add(("x", p), ("x", q), Buu[:, slp, slq])
         for v, C in cross.items():
             CJ = J.right(C)
-            for p, slp in targets:
+            for p, slp in full_targets:
                 block = CJ[:, :, slp]
                 if v == ("x", p):      # x^p is both a frontier variable and a source of k
                     block = block + np.swapaxes(block, 1, 2)
                 B.add(v, ("x", p), block)
         if keep_eps:
             QJ = J.right(Q)
-            for p, slp in targets:
+            for p, slp in full_targets:
                 B.add(ek, ("x", p), QJ[:, :, slp])
     return B

@@ -62,7 +62,9 @@ def _bytes_per_example(model, req):
     unit_layers = [k for k, layer in enumerate(model.layers)
                    if not hasattr(layer.propagation, "features")]
     if req.curvature or req.hvp:
-        words += 3 * sum(si * si + ri * ri for si, ri in zip(s, r))
+        # frontier blocks: the input layer is never carried
+        carried = [sum(sizes[p] for p in layer.sources if p != 0) for layer in model.layers]
+        words += 3 * sum(si * si + ci * ci for si, ci in zip(s, carried))
         words += sum(2 * si * di + si * di * di + si * di * ri + si * ri * ri
                      for k, (si, di, ri) in enumerate(zip(s, d, r)) if k in unit_layers)
     if "row" in structures:
@@ -216,8 +218,15 @@ def _second_order_blocks(model, cache, gx, deltas, gout_hess, kind, structures, 
         if want_layer:
             layers[k - 1] = accumulate_layer(model, cache, k, Q, deltas[k], layers[k - 1], second)
 
+    diag_only = ()
+    if not want_layer:
+        # Row blocks only: a layer that reads just the input and is read by one
+        # layer needs diag(Q) only; no cross block with it is ever used.
+        readers = {k: sum(k in layer.sources for layer in model.layers) for k in range(1, m + 1)}
+        diag_only = [k for k, layer in enumerate(model.layers, start=1)
+                     if all(p == 0 for p in layer.sources) and readers[k] <= 1]
     B = second_order(model, cache, gx, deltas, gout_hess, second_order=second,
-                     keep_eps=want_full, on_layer=on_layer)
+                     keep_eps=want_full, on_layer=on_layer, diag_only=diag_only)
     if not want_full:
         return
     D = eps_jacobians(model, cache) if second else None

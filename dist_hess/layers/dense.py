@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .features import FeatureLayer
-from .jacobians import SharedJacobian
+from .jacobians import SharedJacobian, SharedParamGrad
 
 __all__ = ["Dense"]
 
@@ -68,8 +68,35 @@ class Dense(FeatureLayer):
             a += W[:, 0]
         return a
 
+    def param_grad(self, W, u):
+        return DenseParamGrad(u, self.units, self.bias)
+
     def input_jac(self, W, u):
         return SharedJacobian(W[:, self.offset:])
 
     def mixed_transpose_apply(self, W, u, delta, V):
         return delta @ V[:, self.offset:]
+
+
+class DenseParamGrad(SharedParamGrad):
+    """``phi = [1, u]`` built only when a contraction needs it as one matrix."""
+
+    def __init__(self, u, s, bias):
+        self.u, self.s, self.bias = u, s, bias
+        self._phi = None if bias else u
+
+    @property
+    def phi(self):
+        if self._phi is None:
+            self._phi = np.concatenate([np.ones((self.u.shape[0], 1)), self.u], axis=1)
+        return self._phi
+
+    def gradient_sum(self, delta):
+        if not self.bias:
+            return delta.T @ self.u
+        return np.concatenate([delta.sum(axis=0)[:, None], delta.T @ self.u], axis=1)
+
+    def jvp(self, V):
+        if not self.bias:
+            return self.u @ V.T
+        return self.u @ V[:, 1:].T + V[:, 0]

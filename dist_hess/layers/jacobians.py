@@ -16,7 +16,6 @@ The shared forms turn every contraction into a BLAS-3 product over examples.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import blas
 
 __all__ = ["SharedJacobian", "ExampleJacobian", "SharedParamGrad", "UnitParamGrad",
            "weighted_gram"]
@@ -38,7 +37,15 @@ class SharedJacobian:
         return delta @ self.M
 
     def sandwich(self, Q):                # (n, s, s) -> (n, r, r): J' Q J
-        return np.matmul(np.matmul(self.M.T, Q), self.M)
+        n, s, _ = Q.shape
+        r = self.M.shape[1]
+        QM = (Q.reshape(n * s, s) @ self.M).reshape(n, s, r)           # Q J
+        return (QM.transpose(0, 2, 1).reshape(n * r, s) @ self.M).reshape(n, r, r)
+
+    def sandwich_diag(self, Q):           # (n, s, s) -> (n, r): diag(J' Q J)
+        n, s, _ = Q.shape
+        QM = (Q.reshape(n * s, s) @ self.M).reshape(n, s, -1)
+        return np.einsum("njr,jr->nr", QM, self.M)
 
     def right(self, C):                   # (n, q, s) -> (n, q, r): C J
         return np.matmul(C, self.M)
@@ -62,25 +69,19 @@ class ExampleJacobian:
     def sandwich(self, Q):
         return np.matmul(np.matmul(self.A.transpose(0, 2, 1), Q), self.A)
 
+    def sandwich_diag(self, Q):
+        return np.einsum("njr,njr->nr", np.matmul(Q, self.A), self.A)
+
     def right(self, C):
         return np.matmul(C, self.A)
 
 
 def weighted_gram(Z, q, out=None):
-    """``sum_n q[n] z_n z_n'`` for ``Z`` ``(n, d)``, upper triangle only, accumulated into ``out``.
-
-    Two symmetric rank-k updates (BLAS ``dsyrk``), one over the examples with
-    ``q > 0`` and one over those with ``q < 0``: half the flops of a GEMM.
-    """
-    d = Z.shape[1]
+    """``sum_n q[n] z_n z_n'`` for ``Z`` ``(n, d)``, accumulated into ``out``: one GEMM over examples."""
+    G = (Z * q[:, None]).T @ Z
     if out is None:
-        out = np.zeros((d, d), order="F")
-    for sign, sel in ((1.0, q > 0), (-1.0, q < 0)):
-        if not np.any(sel):
-            continue
-        A = Z[sel] * np.sqrt(np.abs(q[sel]))[:, None]      # (n_sel, d), C order
-        # A.T is Fortran-ordered (d, n_sel): dsyrk(trans=0) gives A.T A.T' = A'A.
-        out = blas.dsyrk(sign, A.T, beta=1.0, c=out, trans=0, lower=0, overwrite_c=1)
+        return G
+    out += G
     return out
 
 
@@ -105,11 +106,19 @@ class SharedParamGrad:
 
     def row_gram(self, q, out=None):
         """``sum_n q[n, j] phi_n phi_n'`` for each unit: ``(s, d, d)``, upper triangles."""
-        s, d = self.s, self.phi.shape[1]
         if out is None:
-            out = [np.zeros((d, d), order="F") for _ in range(s)]
-        for j in range(s):
-            out[j] = weighted_gram(self.phi, q[:, j], out[j])
+            out = [None] * self.s
+        phi = self.phi
+        n, d = phi.shape
+        # Units in groups: one GEMM phi' [q_j phi]_j per group, the group as wide
+        # as ~4M words of temporaries allow (wide GEMMs for small d).
+        group = int(max(1, min(self.s, (4 * 2**20) // max(n * d, 1))))
+        for start in range(0, self.s, group):
+            stop = min(self.s, start + group)
+            A = (q[:, start:stop, None] * phi[:, None, :]).reshape(n, (stop - start) * d)
+            R = (phi.T @ A).reshape(d, stop - start, d)
+            for i, j in enumerate(range(start, stop)):
+                out[j] = R[:, i, :] if out[j] is None else out[j] + R[:, i, :]
         return out
 
     def left_expand(self, Q):             # (n, s, q) -> (n, s, d, q): Q[n,j,q] G[n,j,c]

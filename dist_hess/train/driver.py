@@ -1,0 +1,278 @@
+"""The one optimisation loop: acceptance, radius or damping, stopping, history, checkpoints.
+
+Each iteration asks the step strategy for a trial step ``p`` with predicted reduction
+``pred = -m(p)``, evaluates ``E(w + p)``, and computes
+
+    rho = (ared + delta) / (pred + delta),   ared = E(w) - E(w + p),
+    delta = 10 eps max(1, |E(w)|)
+
+(the round-off guard of Conn, Gould & Toint §17.4.2: when both reductions are at the
+level of the rounding error of ``E``, ``rho -> 1`` instead of noise). The globalisation
+rule (`TrustRegion`, N&W alg. 4.1; or `Damping`, trainlm) accepts or rejects and
+updates the radius or the damping. A rejected step is re-solved at the same point;
+every trial is one iteration. A trial point where ``E`` overflows or is not finite is
+rejected (``rho = -inf``).
+
+Stopping, checked after every iteration in this order: gradient norm ``<= gtol``
+(after an accepted step), relative decrease ``ared / max(|E(w)|, |E(w+p)|, 1) <= ftol``
+(after an accepted step), the rule stalls (radius below float spacing of ``w``,
+damping above its maximum), ``max_iter`` iterations in all (resumed runs included),
+``max_time`` seconds in this call, the callback returns true.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .checkpoint import CheckpointWriter, model_fingerprint, read_checkpoint
+from .globalization import Damping, TrustRegion, parse_globalization
+from .objective import Objective, make_objective
+from .result import FitResult, IterationRecord, Status
+from .strategies import State, StepStrategy, make_strategy
+
+__all__ = ["fit", "minimize", "reduction_ratio"]
+
+EPS = np.finfo(float).eps
+
+
+def reduction_ratio(actual: float, predicted: float, value: float) -> float:
+    """``(ared + delta) / (pred + delta)``, ``delta = 10 eps max(1, |E|)``; ``-inf`` if not finite."""
+    if not math.isfinite(actual):
+        return -math.inf
+    delta = 10.0 * EPS * max(1.0, abs(value))
+    return (actual + delta) / (max(predicted, 0.0) + delta)
+
+
+def _trial_value(objective: Objective, w: np.ndarray) -> float:
+    try:
+        value = objective.value(w)
+    except (FloatingPointError, OverflowError):
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def _initial_weights(model, w0, n_params: int) -> np.ndarray:
+    if w0 is None:
+        if not hasattr(model, "init"):
+            raise TypeError("the model has no init(); pass w0")
+        w0 = model.init(seed=0)
+    w = np.array(w0, dtype=float, copy=True)
+    if w.shape != (n_params,):
+        raise ValueError(f"w0 must have shape ({n_params},), got {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("w0 has non-finite entries")
+    return w
+
+
+def fit(model, X, Y, *, w0=None, method: str = "block-newton", client=None,
+        max_iter: int = 100, gtol: float = 1e-6, ftol: float = 1e-14,
+        max_time: float | None = None, checkpoint=None, callback=None, verbose: bool = False,
+        kind: str | None = None, structure: str | None = None, globalization=None,
+        options: dict | None = None) -> FitResult:
+    """Minimise ``E(w) = sum_i g(x^m_i, y_i) + pen(w)`` with a Newton-type method.
+
+    Parameters
+    ----------
+    model, X, Y
+        A `dist_hess.Model` and its data (numpy, or dask arrays chunked along examples).
+        A dask array or a ``client`` runs every evaluation on Dask (`DaskObjective`,
+        data persisted on the workers once); otherwise in this process.
+    w0
+        Starting weights ``(t,)``; default ``model.init(seed=0)``. Ignored when resuming.
+    method
+        ``newton`` (exact Hessian, exact trust-region subproblem), ``newton-cg``
+        (Steihaug-CG on exact HVPs), ``block-newton`` (row/layer blocks made positive
+        definite; trust region or damping), ``lm`` (Levenberg-Marquardt on the
+        Gauss-Newton matrix, full or blocks). See `dist_hess.train.strategies`.
+    max_iter
+        Limit on iterations, counting every trial step and the iterations of a run
+        resumed from ``checkpoint``.
+    gtol, ftol
+        Stop when ``||grad E|| <= gtol``, or when an accepted step decreases ``E`` by
+        at most ``ftol * max(|E|, 1)`` (both count as converged; ``ftol=0`` disables).
+    max_time
+        Seconds of wall time for this call (checked after each iteration).
+    checkpoint
+        Path of a zarr v3 group: the state is written after every iteration, and a
+        call with an existing checkpoint resumes from it (same method and model, else
+        ``ValueError``).
+    callback
+        ``callback(w, record) -> bool | None`` after every iteration with the current
+        weights and the `IterationRecord`; a true return stops (status ``callback``).
+    verbose
+        Print one line per iteration.
+    kind, structure
+        Curvature used by the method: ``kind`` ``hessian`` (default) or ``gauss_newton``
+        (``lm``: always ``gauss_newton``); ``structure`` for ``block-newton`` ``row``
+        (default) | ``layer`` | ``full``, for ``lm`` ``full`` (default) | ``row`` | ``layer``.
+    globalization
+        ``"trust-region"`` | ``"damping"`` | a `TrustRegion` / `Damping` with its
+        parameters; default the method's own (``lm``: damping, others: trust region).
+    options
+        Extra keyword options of the step strategy (e.g. ``{"max_cg_iter": 50}``).
+    """
+    strategy = make_strategy(method, kind=kind, structure=structure, options=options)
+    rule = parse_globalization(globalization, strategy.globalizations)
+    objective = make_objective(model, X, Y, client=client)
+    try:
+        return minimize(objective, strategy, rule, w0=w0, max_iter=max_iter, gtol=gtol,
+                        ftol=ftol, max_time=max_time, checkpoint=checkpoint,
+                        callback=callback, verbose=verbose)
+    finally:
+        objective.close()
+
+
+def _check_limits(max_iter, gtol, ftol, max_time):
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ValueError(f"max_iter must be an integer >= 0, got {max_iter!r}")
+    if not gtol >= 0 or not ftol >= 0:
+        raise ValueError(f"gtol and ftol must be >= 0, got {gtol!r}, {ftol!r}")
+    if max_time is not None and not max_time >= 0:
+        raise ValueError(f"max_time must be None or >= 0, got {max_time!r}")
+
+
+def minimize(objective: Objective, strategy: StepStrategy, rule: TrustRegion | Damping, *,
+             w0=None, max_iter: int = 100, gtol: float = 1e-6, ftol: float = 1e-14,
+             max_time: float | None = None, checkpoint=None, callback=None,
+             verbose: bool = False) -> FitResult:
+    """The driver loop on an `Objective` (see the module docstring); `fit` builds its arguments."""
+    _check_limits(max_iter, gtol, ftol, max_time)
+    start = time.perf_counter()
+    model = objective.model
+    fingerprint = model_fingerprint(model)
+    trust_region = isinstance(rule, TrustRegion)
+
+    resumed = read_checkpoint(checkpoint) if checkpoint is not None else None
+    if resumed is not None:
+        _check_resume(resumed, strategy, rule, fingerprint, checkpoint)
+        w, iteration, history = resumed.w, resumed.iteration, list(resumed.history)
+        radius, damping = resumed.radius, resumed.damping
+    else:
+        w, iteration, history = _initial_weights(model, w0, objective.n_params), 0, []
+        radius = rule.start() if trust_region else None
+        damping = None if trust_region else rule.start()
+    writer = None
+    if checkpoint is not None:
+        writer = CheckpointWriter(checkpoint, method=strategy.name, strategy=strategy.config(),
+                                  globalization=rule.name, model=fingerprint,
+                                  resume_slot=None if resumed is None else resumed.slot)
+
+    objective.prefetch(strategy.curvature_request)
+    value = objective.value(w)
+    if not math.isfinite(value):
+        raise ValueError(f"the objective is not finite at the starting point ({value})")
+    state = State(w, value, objective.gradient(w), objective, iteration, radius, damping)
+
+    status, detail = None, ""
+    if state.gradient_norm <= gtol:
+        status = Status.GTOL
+    elif iteration >= max_iter:
+        status = Status.MAX_ITER
+    if writer is not None and resumed is None:
+        writer.write(iteration=iteration, w=state.w, radius=radius, damping=damping,
+                     status=status, history=history)
+    if verbose:
+        _print_header(state, strategy, rule)
+
+    while status is None:
+        t0 = time.perf_counter()
+        step = strategy.solve(state)
+        p = np.asarray(step.direction, dtype=float)
+        p_norm = float(np.linalg.norm(p))
+        trial = state.w + p
+        if p_norm == 0.0 or np.array_equal(trial, state.w):
+            status, detail = Status.STALLED, "the step is too small to change the weights"
+            break
+        trial_value = _trial_value(objective, trial)
+        actual = state.value - trial_value
+        ratio = reduction_ratio(actual, step.model_decrease, state.value)
+        accepted = rule.accept(ratio)
+        used_radius, used_damping = state.radius, state.damping
+        if trust_region:
+            new_radius, new_damping = rule.update(state.radius, ratio, p_norm, step.hits_boundary), None
+        else:
+            new_radius, new_damping = None, rule.update(state.damping, accepted)
+        iteration += 1
+        if accepted:
+            relative_decrease = actual / max(abs(state.value), abs(trial_value), 1.0)
+            state = State(trial, trial_value, objective.gradient(trial), objective, iteration,
+                          new_radius, new_damping)
+        else:
+            state.iteration, state.radius, state.damping = iteration, new_radius, new_damping
+        record = IterationRecord(iteration=iteration, value=state.value,
+                                 gradient_norm=state.gradient_norm, step_norm=p_norm,
+                                 ratio=ratio if math.isfinite(ratio) else None, accepted=accepted,
+                                 radius=used_radius, damping=used_damping,
+                                 seconds=time.perf_counter() - t0)
+        history.append(record)
+
+        if accepted and state.gradient_norm <= gtol:
+            status = Status.GTOL
+        elif accepted and relative_decrease <= ftol:
+            status, detail = Status.FTOL, f"relative decrease {relative_decrease:.3g} <= ftol {ftol:g}"
+        elif trust_region and rule.stalled(state.radius, state.w):
+            status, detail = Status.STALLED, f"trust-region radius {state.radius:.3g} cannot move the weights"
+        elif not trust_region and rule.stalled(state.damping):
+            status, detail = Status.STALLED, f"damping {state.damping:.3g} above its maximum {rule.maximum:g}"
+        elif iteration >= max_iter:
+            status = Status.MAX_ITER
+        elif max_time is not None and time.perf_counter() - start >= max_time:
+            status = Status.MAX_TIME
+        if callback is not None and callback(state.w, record) and status is None:
+            status = Status.CALLBACK
+        if writer is not None:
+            writer.write(iteration=iteration, w=state.w, radius=state.radius,
+                         damping=state.damping, status=status, history=history)
+        if verbose:
+            _print_record(record)
+
+    message = _message(status, detail, state, gtol, max_iter, max_time)
+    if verbose:
+        print(f"{strategy.name}: {status}: {message}", flush=True)
+    return FitResult(w=state.w.copy(), value=state.value, gradient=state.gradient.copy(),
+                     gradient_norm=state.gradient_norm, n_iter=iteration, status=status,
+                     message=message, method=strategy.name, history=history,
+                     seconds=time.perf_counter() - start)
+
+
+def _check_resume(resumed, strategy, rule, fingerprint, path) -> None:
+    if resumed.method != strategy.name:
+        raise ValueError(f"checkpoint {str(path)!r} was written by method {resumed.method!r}, "
+                         f"not {strategy.name!r}; resume with the same method or use a new path")
+    if resumed.model != fingerprint:
+        raise ValueError(f"checkpoint {str(path)!r} was written for another model "
+                         f"(stored {resumed.model}, given {fingerprint}); use a new path")
+    if resumed.globalization != rule.name:
+        raise ValueError(f"checkpoint {str(path)!r} was written with globalization "
+                         f"{resumed.globalization!r}, not {rule.name!r}")
+    if resumed.w.shape != (fingerprint["n_params"],):
+        raise ValueError(f"checkpoint {str(path)!r} holds weights of shape {resumed.w.shape}")
+
+
+def _message(status, detail, state, gtol, max_iter, max_time) -> str:
+    g = state.gradient_norm
+    if status is Status.GTOL:
+        return f"gradient norm {g:.3g} <= gtol {gtol:g}"
+    if status is Status.MAX_ITER:
+        return f"reached max_iter={max_iter} with gradient norm {g:.3g}"
+    if status is Status.MAX_TIME:
+        return f"reached max_time={max_time:g} s with gradient norm {g:.3g}"
+    if status is Status.CALLBACK:
+        return f"stopped by the callback with gradient norm {g:.3g}"
+    return f"{detail} (gradient norm {g:.3g})"
+
+
+def _print_header(state, strategy, rule) -> None:
+    print(f"{strategy.name} ({rule.name}): start value {state.value:.10g}, "
+          f"gradient norm {state.gradient_norm:.3e}", flush=True)
+    print(f"{'iter':>5} {'value':>18} {'|grad|':>10} {'|step|':>10} {'ratio':>9} "
+          f"{'radius/mu':>10} {'ok':>3} {'s':>7}", flush=True)
+
+
+def _print_record(r: IterationRecord) -> None:
+    knob = r.radius if r.radius is not None else r.damping
+    ratio = "-inf" if r.ratio is None else f"{r.ratio:9.3f}"
+    print(f"{r.iteration:5d} {r.value:18.10g} {r.gradient_norm:10.3e} {r.step_norm:10.3e} "
+          f"{ratio:>9} {knob:10.3e} {'y' if r.accepted else 'n':>3} {r.seconds:7.3f}", flush=True)

@@ -1,0 +1,210 @@
+"""The objective ``E(w)`` the optimiser sees: value, gradient, curvature blocks, HVPs at ``w``.
+
+Two implementations of one small interface, `Objective`:
+
+- `LocalObjective(model, X, Y)`: calls the model's contract methods in this process
+  (``model.value/gradient/curvature/hvp``, DESIGN.md §3).
+- `DaskObjective(model, X, Y, client=...)`: persists ``X, Y`` on the workers once, then
+  every evaluation is one `dist_hess.distributed.evaluate` call (value, gradient and,
+  when asked, curvature in the same pass over the data).
+
+Both remember the results at the last two points (the current iterate and the trial
+point), so the driver and the step strategies can ask for what they need without
+paying for it twice.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+
+import numpy as np
+
+__all__ = ["Objective", "LocalObjective", "DaskObjective", "make_objective", "is_dask_array"]
+
+
+def is_dask_array(a) -> bool:
+    try:
+        import dask.array as da
+    except ImportError:                                      # pragma: no cover
+        return False
+    return isinstance(a, da.Array)
+
+
+class _PointCache:
+    """Results keyed by the exact bytes of ``w``; keeps the last ``size`` points."""
+
+    def __init__(self, size: int = 2):
+        self._points: OrderedDict[bytes, dict] = OrderedDict()
+        self._size = size
+
+    def at(self, w: np.ndarray) -> dict:
+        key = np.ascontiguousarray(w, dtype=float).tobytes()
+        entry = self._points.get(key)
+        if entry is None:
+            entry = self._points[key] = {}
+            while len(self._points) > self._size:
+                self._points.popitem(last=False)
+        else:
+            self._points.move_to_end(key)
+        return entry
+
+
+class Objective(ABC):
+    """``E(w) = sum_i g_i + pen(w)`` and its derivatives at a point ``w (t,)``.
+
+    ``n_params`` is ``t``; ``layer_slices`` the slices of the flat vector per layer
+    (DESIGN.md §1 parameter layout).
+    """
+
+    model: object
+
+    @property
+    def n_params(self) -> int:
+        return int(self.model.n_params)
+
+    @property
+    def layer_slices(self) -> list[slice]:
+        return list(self.model.layer_slices)
+
+    @abstractmethod
+    def value(self, w: np.ndarray) -> float: ...
+
+    @abstractmethod
+    def gradient(self, w: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def curvature(self, w: np.ndarray, kind: str, structure: str):
+        """``kind`` (hessian | gauss_newton | ...) in ``structure`` (row | layer | full)."""
+
+    @abstractmethod
+    def hvp(self, w: np.ndarray, v: np.ndarray, kind: str) -> np.ndarray:
+        """``B v`` for ``B`` the curvature ``kind`` (hessian | gauss_newton) at ``w``."""
+
+    def prefetch(self, request: tuple[str, str] | None) -> None:
+        """Say which curvature the step strategy will want at every accepted point.
+
+        An objective that pays one pass over the data per call may compute it with
+        the value; the default ignores the hint.
+        """
+
+    @property
+    def n_examples(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        """Release what the objective holds (cluster data); it is unusable afterwards."""
+
+
+class LocalObjective(Objective):
+    """The model's own methods, in this process, on numpy ``X, Y``."""
+
+    def __init__(self, model, X, Y):
+        self.model = model
+        self.X, self.Y = X, Y
+        self._cache = _PointCache()
+
+    @property
+    def n_examples(self) -> int | None:
+        return int(np.shape(self.X)[0])
+
+    def value(self, w):
+        entry = self._cache.at(w)
+        if "value" not in entry:
+            entry["value"] = float(self.model.value(w, self.X, self.Y))
+        return entry["value"]
+
+    def gradient(self, w):
+        entry = self._cache.at(w)
+        if "gradient" not in entry:
+            entry["gradient"] = np.asarray(self.model.gradient(w, self.X, self.Y), dtype=float)
+        return entry["gradient"]
+
+    def curvature(self, w, kind, structure):
+        entry = self._cache.at(w)
+        key = ("curvature", kind, structure)
+        if key not in entry:
+            entry[key] = self.model.curvature(w, self.X, self.Y, kind=kind, structure=structure)
+        return entry[key]
+
+    def hvp(self, w, v, kind):
+        return np.asarray(self.model.hvp(w, self.X, self.Y, v, kind=kind), dtype=float)
+
+
+class DaskObjective(Objective):
+    """Evaluations on a Dask cluster, the data persisted on the workers once.
+
+    ``X, Y`` (numpy or dask arrays chunked along examples) are loaded onto the workers
+    by `dist_hess.distributed.persist_data` when the objective is made; every
+    evaluation is then one call::
+
+        dist_hess.distributed.evaluate(model, w, X, Y, curvature=kind,
+                                       structure=structure, client=client)
+
+    reading ``.value``, ``.gradient`` and ``.curvature`` from its result (and ``.hvp``
+    for curvature-vector products, asked with ``hvp=[(kind, v)]``). With `prefetch`
+    set, value, gradient and that curvature come from one call: one pass over the
+    data per trial point.
+    """
+
+    def __init__(self, model, X, Y, *, client=None, **evaluate_options):
+        from dist_hess.distributed import persist_data
+
+        self.model = model
+        self.client = client
+        self.evaluate_options = evaluate_options      # e.g. split_every, memory_budget
+        self.X, self.Y = persist_data(X, Y, client)
+        self._cache = _PointCache()
+        self._prefetch: tuple[str, str] | None = None
+
+    @property
+    def n_examples(self) -> int | None:
+        return int(self.X.shape[0])
+
+    def prefetch(self, request):
+        self._prefetch = None if request is None else (str(request[0]), str(request[1]))
+
+    def _evaluate(self, w, *, kind=None, structure="row", hvp=None):
+        from dist_hess.distributed import evaluate
+
+        result = evaluate(self.model, w, self.X, self.Y, curvature=kind, structure=structure,
+                          client=self.client, hvp=hvp, **self.evaluate_options)
+        entry = self._cache.at(w)
+        entry["value"] = float(result.value)
+        entry["gradient"] = np.asarray(result.gradient, dtype=float)
+        if kind is not None:
+            entry[("curvature", kind, structure)] = result.curvature
+        return result
+
+    def _point(self, w) -> dict:
+        entry = self._cache.at(w)
+        if "value" not in entry:
+            kind, structure = self._prefetch or (None, "row")
+            self._evaluate(w, kind=kind, structure=structure)
+        return entry
+
+    def value(self, w):
+        return self._point(w)["value"]
+
+    def gradient(self, w):
+        return self._point(w)["gradient"]
+
+    def curvature(self, w, kind, structure):
+        key = ("curvature", kind, structure)
+        entry = self._cache.at(w)
+        if key not in entry:
+            self._evaluate(w, kind=kind, structure=structure)
+        return self._cache.at(w)[key]
+
+    def hvp(self, w, v, kind):
+        result = self._evaluate(w, hvp=[(kind, np.asarray(v, dtype=float))])
+        return np.asarray(result.hvp[0], dtype=float)
+
+    def close(self):
+        self.X = self.Y = None
+
+
+def make_objective(model, X, Y, *, client=None) -> Objective:
+    """`DaskObjective` when ``X`` or ``Y`` is a dask array or a client is given, else local."""
+    if client is not None or is_dask_array(X) or is_dask_array(Y):
+        return DaskObjective(model, X, Y, client=client)
+    return LocalObjective(model, X, Y)

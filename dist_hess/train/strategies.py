@@ -1,0 +1,306 @@
+"""Step strategies: each turns the state at an iterate into a trial step, nothing more.
+
+The driver owns acceptance, the radius or damping, stopping and checkpoints
+(STYLE.md habit 5, as scipy's ``_trustregion.py``); a strategy implements
+``solve(state) -> Step`` and may keep factorisations in ``state.cache``, which lives
+as long as the iterate (a rejected step is re-solved at the same point with a new
+radius or damping and reuses them).
+
+=================  ============================================  ======================
+method             step                                          globalisation
+=================  ============================================  ======================
+``newton``         exact Hessian, nearly exact trust-region      trust region
+                   subproblem (N&W alg. 4.3, Moré-Sorensen)
+``newton-cg``      Steihaug-CG on exact Hessian-vector           trust region
+                   products (N&W alg. 7.2)
+``block-newton``   row or layer blocks of the exact Hessian,     trust region (default)
+                   each shifted to be positive definite          or damping
+``lm``             Gauss-Newton matrix (full or blocks)          damping (trainlm)
+                   + mu I, Levenberg-Marquardt
+=================  ============================================  ======================
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from .blocks import BlockDiagonal, BlockEigensystem
+from .subproblem import (solve_damped_diagonal, solve_trust_region_diagonal,
+                         solve_trust_region_exact, steihaug_cg)
+
+__all__ = ["State", "Step", "StepStrategy", "ExactNewton", "NewtonCG", "BlockNewton",
+           "LevenbergMarquardt", "STRATEGIES", "make_strategy"]
+
+CURVATURE_KINDS = ("hessian", "gauss_newton")
+
+
+@dataclass
+class State:
+    """What a strategy may read at the current iterate.
+
+    ``radius`` is set under a trust region, ``damping`` under damping (the other is
+    ``None``). ``cache`` is private to the strategy and discarded when ``w`` changes.
+    """
+
+    w: np.ndarray
+    value: float
+    gradient: np.ndarray
+    objective: object
+    iteration: int = 0
+    radius: float | None = None
+    damping: float | None = None
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def gradient_norm(self) -> float:
+        return float(np.linalg.norm(self.gradient))
+
+    def curvature(self, kind: str, structure: str):
+        key = ("curvature", kind, structure)
+        if key not in self.cache:
+            self.cache[key] = self.objective.curvature(self.w, kind, structure)
+        return self.cache[key]
+
+    def hvp(self, v: np.ndarray, kind: str) -> np.ndarray:
+        return self.objective.hvp(self.w, v, kind)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A trial step ``direction`` with ``model_decrease = -m(direction) >= 0`` (the
+    predicted reduction), whether it ``hits_boundary`` of the trust region, and
+    ``info`` for the record (multiplier, CG iterations, shifts...)."""
+
+    direction: np.ndarray
+    model_decrease: float
+    hits_boundary: bool = False
+    info: dict = field(default_factory=dict)
+
+
+class StepStrategy(ABC):
+    """Base class: ``solve(state) -> Step``; `globalizations` lists the rules it supports
+    (the first is the default); `curvature_request` the ``(kind, structure)`` it will
+    read at every iterate, or ``None``."""
+
+    name: ClassVar[str]
+    globalizations: ClassVar[tuple[str, ...]]
+
+    @property
+    def curvature_request(self) -> tuple[str, str] | None:
+        return None
+
+    @abstractmethod
+    def solve(self, state: State) -> Step: ...
+
+    def config(self) -> dict:
+        """JSON description (stored in checkpoints)."""
+        return {"method": self.name}
+
+
+def _check_kind(kind: str, allowed=CURVATURE_KINDS) -> str:
+    if kind not in allowed:
+        raise ValueError(f"curvature kind {kind!r} is not available here; choose from {list(allowed)}")
+    return kind
+
+
+def _no_structure(method: str, structure) -> None:
+    if structure is not None:
+        raise ValueError(f"method {method!r} takes no structure (got {structure!r})")
+
+
+class ExactNewton(StepStrategy):
+    """Full exact curvature, trust region solved nearly exactly (N&W alg. 4.3, hard case incl.)."""
+
+    name = "newton"
+    globalizations = ("trust-region",)
+
+    def __init__(self, *, kind: str | None = None, structure: str | None = None,
+                 k_easy: float = 0.1, k_hard: float = 0.2, max_factorizations: int = 50):
+        if structure not in (None, "full"):
+            raise ValueError(f"method 'newton' uses the full matrix, got structure {structure!r}")
+        self.kind = _check_kind(kind or "hessian")
+        self.k_easy, self.k_hard, self.max_factorizations = k_easy, k_hard, max_factorizations
+
+    @property
+    def curvature_request(self):
+        return (self.kind, "full")
+
+    def solve(self, state):
+        B = np.asarray(state.curvature(self.kind, "full"), dtype=float)
+        sol = solve_trust_region_exact(B, state.gradient, state.radius, k_easy=self.k_easy,
+                                       k_hard=self.k_hard, max_iter=self.max_factorizations)
+        return Step(sol.step, sol.model_decrease, sol.hits_boundary,
+                    {"case": sol.case, "multiplier": sol.multiplier, "factorizations": sol.iterations})
+
+    def config(self):
+        return {"method": self.name, "kind": self.kind}
+
+
+class NewtonCG(StepStrategy):
+    """Steihaug-CG on exact curvature-vector products (N&W alg. 7.2).
+
+    CG stops at residual ``min(1/2, ||g||^forcing_exponent) ||g||`` (N&W eq. 7.3 with
+    exponent 1/2: superlinear; 1: quadratic) or after ``max_cg_iter`` products
+    (default ``t``).
+    """
+
+    name = "newton-cg"
+    globalizations = ("trust-region",)
+
+    def __init__(self, *, kind: str | None = None, structure: str | None = None,
+                 max_cg_iter: int | None = None, forcing_exponent: float = 0.5):
+        _no_structure(self.name, structure)
+        self.kind = _check_kind(kind or "hessian")
+        self.max_cg_iter = max_cg_iter
+        self.forcing_exponent = float(forcing_exponent)
+
+    def solve(self, state):
+        g_norm = state.gradient_norm
+        tol = min(0.5, g_norm ** self.forcing_exponent) * g_norm
+        max_iter = self.max_cg_iter or state.w.shape[0]
+        sol = steihaug_cg(lambda v: state.hvp(v, self.kind), state.gradient, state.radius,
+                          tol=tol, max_iter=max_iter)
+        return Step(sol.step, sol.model_decrease, sol.hits_boundary,
+                    {"case": sol.case, "cg_iterations": sol.iterations})
+
+    def config(self):
+        return {"method": self.name, "kind": self.kind}
+
+
+def _eigensystem(state: State, kind: str, structure: str) -> BlockEigensystem:
+    key = ("eigensystem", kind, structure)
+    if key not in state.cache:
+        obj = state.objective
+        blocks = BlockDiagonal.from_curvature(state.curvature(kind, structure), structure,
+                                              obj.layer_slices, obj.n_params)
+        state.cache[key] = blocks.eigh()
+    return state.cache[key]
+
+
+def positive_definite_eigenvalues(eigenvalue_blocks, *, modification: str = "shift",
+                                  min_curvature_ratio: float = 1e-6):
+    """Make every block positive definite, block by block, in its eigenbasis.
+
+    ``floor_b = min_curvature_ratio * max(max|lambda_b|, sqrt(eps) max over all blocks)``;
+    ``shift``: ``lambda_b + sigma_b`` with ``sigma_b = max(0, floor_b - min lambda_b)``
+    (the block plus a multiple of the identity, just above its most negative
+    eigenvalue); ``absolute``: ``max(|lambda_b|, floor_b)`` (saddle-free Newton).
+    Returns the modified blocks and the shifts ``sigma_b`` (one array per group).
+    """
+    scales = [np.max(np.abs(lam), axis=1) for lam in eigenvalue_blocks]
+    overall = max((float(np.max(s)) for s in scales), default=0.0) or 1.0
+    out, shifts = [], []
+    for lam, scale in zip(eigenvalue_blocks, scales):
+        floor = min_curvature_ratio * np.maximum(scale, np.sqrt(np.finfo(float).eps) * overall)
+        if modification == "shift":
+            sigma = np.maximum(0.0, floor - lam[:, 0])        # eigh sorts ascending
+            out.append(lam + sigma[:, None])
+            shifts.append(sigma)
+        elif modification == "absolute":
+            mod = np.maximum(np.abs(lam), floor[:, None])
+            out.append(mod)
+            shifts.append(np.max(mod - lam, axis=1))
+        else:
+            raise ValueError(f"modification must be 'shift' or 'absolute', got {modification!r}")
+    return out, shifts
+
+
+class BlockNewton(StepStrategy):
+    """Row or layer blocks of the exact curvature, each made positive definite.
+
+    The model is ``m(p) = g'p + 1/2 p'Bp`` with ``B = blockdiag(H_b + sigma_b I)``
+    (`positive_definite_eigenvalues`). Under a trust region the subproblem on ``B`` is
+    solved exactly in the blocks' eigenbasis (one multiplier for all blocks,
+    `solve_trust_region_diagonal`); under damping the step is ``-(B + mu I)^{-1} g``.
+    """
+
+    name = "block-newton"
+    globalizations = ("trust-region", "damping")
+
+    def __init__(self, *, kind: str | None = None, structure: str | None = None,
+                 modification: str = "shift", min_curvature_ratio: float = 1e-6):
+        self.kind = _check_kind(kind or "hessian")
+        self.structure = structure or "row"
+        if self.structure not in ("row", "layer", "full"):
+            raise ValueError(f"block-newton structure must be 'row', 'layer' or 'full', "
+                             f"got {self.structure!r}")
+        if modification not in ("shift", "absolute"):
+            raise ValueError(f"modification must be 'shift' or 'absolute', got {modification!r}")
+        self.modification = modification
+        self.min_curvature_ratio = float(min_curvature_ratio)
+
+    @property
+    def curvature_request(self):
+        return (self.kind, self.structure)
+
+    def _model(self, state) -> tuple[BlockEigensystem, float]:
+        if "block_model" not in state.cache:
+            eig = _eigensystem(state, self.kind, self.structure)
+            values, shifts = positive_definite_eigenvalues(
+                eig.eigenvalue_blocks, modification=self.modification,
+                min_curvature_ratio=self.min_curvature_ratio)
+            max_shift = max((float(np.max(s, initial=0.0)) for s in shifts), default=0.0)
+            state.cache["block_model"] = (eig.with_eigenvalues(values), max_shift)
+        return state.cache["block_model"]
+
+    def solve(self, state):
+        eig, max_shift = self._model(state)
+        gamma = eig.to_coefficients(state.gradient)
+        if state.radius is not None:
+            sol = solve_trust_region_diagonal(eig.eigenvalues, gamma, state.radius)
+        else:
+            sol = solve_damped_diagonal(eig.eigenvalues, gamma, state.damping)
+        return Step(eig.from_coefficients(sol.step), sol.model_decrease, sol.hits_boundary,
+                    {"case": sol.case, "multiplier": sol.multiplier, "max_shift": max_shift})
+
+    def config(self):
+        return {"method": self.name, "kind": self.kind, "structure": self.structure,
+                "modification": self.modification, "min_curvature_ratio": self.min_curvature_ratio}
+
+
+class LevenbergMarquardt(StepStrategy):
+    """``p = -(G + mu I)^{-1} g`` with ``G`` the generalised Gauss-Newton matrix (full,
+    row or layer blocks), ``mu`` by the driver's trainlm schedule. ``G`` is
+    eigendecomposed once per iterate, so retries with a larger ``mu`` cost ``O(t)``."""
+
+    name = "lm"
+    globalizations = ("damping",)
+
+    def __init__(self, *, kind: str | None = None, structure: str | None = None):
+        self.kind = _check_kind(kind or "gauss_newton", ("gauss_newton",))
+        self.structure = structure or "full"
+        if self.structure not in ("row", "layer", "full"):
+            raise ValueError(f"lm structure must be 'full', 'row' or 'layer', got {self.structure!r}")
+
+    @property
+    def curvature_request(self):
+        return (self.kind, self.structure)
+
+    def solve(self, state):
+        eig = _eigensystem(state, self.kind, self.structure)
+        lam = np.maximum(eig.eigenvalues, 0.0)       # G is positive semi-definite; drop round-off
+        sol = solve_damped_diagonal(lam, eig.to_coefficients(state.gradient), state.damping)
+        return Step(eig.from_coefficients(sol.step), sol.model_decrease, False,
+                    {"case": sol.case})
+
+    def config(self):
+        return {"method": self.name, "kind": self.kind, "structure": self.structure}
+
+
+STRATEGIES: dict[str, type[StepStrategy]] = {
+    cls.name: cls for cls in (ExactNewton, NewtonCG, BlockNewton, LevenbergMarquardt)}
+
+
+def make_strategy(method: str, *, kind=None, structure=None, options=None) -> StepStrategy:
+    """The strategy registered under ``method`` with its options."""
+    try:
+        cls = STRATEGIES[method]
+    except KeyError:
+        raise ValueError(f"unknown method {method!r}; known methods: {list(STRATEGIES)}") from None
+    try:
+        return cls(kind=kind, structure=structure, **dict(options or {}))
+    except TypeError as err:
+        raise TypeError(f"bad options for method {method!r}: {err}") from err

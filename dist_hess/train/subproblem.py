@@ -1,0 +1,319 @@
+"""Quadratic models and their minimisers: the pieces a step strategy is made of.
+
+Every solver minimises the local model
+
+    m(p) = g'p + 1/2 p'Bp          (g: ``gradient``, B: curvature, p: step)
+
+and returns a `SubproblemSolution` carrying ``model_decrease = -m(p) >= 0``, the
+"predicted reduction" the driver compares with the actual one.
+
+- `solve_trust_region_exact`: min m(p) s.t. ||p|| <= radius with a dense B, by
+  Newton's method on the secular equation with Cholesky factorisations, safeguards and
+  the hard case (Nocedal & Wright alg. 4.3; Moré & Sorensen 1983; Conn, Gould & Toint
+  2000, alg. 7.3.6 and §7.3.8 for the bounds on the multiplier).
+- `solve_trust_region_diagonal`: the same problem when B is diagonal (B given in an
+  eigenbasis), exactly, hard case included (N&W §4.3, eqs. 4.38-4.45).
+- `solve_damped_diagonal`: p = -(B + mu I)^{-1} g in an eigenbasis (Levenberg).
+- `steihaug_cg`: truncated conjugate gradients on Hessian-vector products
+  (N&W alg. 7.2, Steihaug 1983).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import cho_solve, get_lapack_funcs, solve_triangular
+
+__all__ = ["SubproblemSolution", "solve_trust_region_exact", "solve_trust_region_diagonal",
+           "solve_damped_diagonal", "steihaug_cg", "boundary_roots"]
+
+EPS = np.finfo(float).eps
+#: Safeguard for the multiplier when Newton's update leaves its bracket (CGT eq. 7.3.14).
+_BRACKET_FRACTION = 0.01
+
+
+@dataclass(frozen=True)
+class SubproblemSolution:
+    """``step`` p; ``model_decrease`` -m(p); ``hits_boundary`` whether ||p|| = radius;
+    ``multiplier`` the shift lambda with (B + lambda I) p = -g (None if not applicable);
+    ``iterations`` factorisations or CG iterations used; ``case`` one of ``interior``,
+    ``boundary``, ``hard``, ``negative_curvature``, ``damped``."""
+
+    step: np.ndarray
+    model_decrease: float
+    hits_boundary: bool
+    multiplier: float | None = None
+    iterations: int = 0
+    case: str = "interior"
+
+
+def boundary_roots(z: np.ndarray, d: np.ndarray, radius: float) -> tuple[float, float]:
+    """The two roots ``tau_minus <= 0 <= tau_plus`` of ``||z + tau d|| = radius``.
+
+    Requires ``||z|| <= radius`` and ``d != 0``; computed without cancellation.
+    """
+    a = float(d @ d)
+    b = float(z @ d)                       # half the linear coefficient
+    c = float(z @ z) - radius * radius     # <= 0
+    root = np.sqrt(max(b * b - a * c, 0.0))
+    q = -(b + np.copysign(root, b))        # |q| = |b| + root, no cancellation
+    if q == 0.0:                           # z = 0 and radius = 0
+        return 0.0, 0.0
+    t1, t2 = q / a, c / q
+    return (min(t1, t2), max(t1, t2))
+
+
+def _model(g: np.ndarray, Bp: np.ndarray, p: np.ndarray) -> float:
+    return float(g @ p + 0.5 * (p @ Bp))
+
+
+# -- dense B: Moré-Sorensen ------------------------------------------------------------------
+
+def _gershgorin(B: np.ndarray) -> tuple[float, float]:
+    """Bounds ``lo <= lambda_min(B)``, ``lambda_max(B) <= hi`` (CGT p. 19)."""
+    diag = np.diag(B)
+    radii = np.sum(np.abs(B), axis=1) - np.abs(diag)
+    return float(np.min(diag - radii)), float(np.max(diag + radii))
+
+
+def _safeguard(lo: float, hi: float) -> float:
+    """A multiplier strictly inside ``(lo, hi)`` (CGT eq. 7.3.14, theta = 0.01)."""
+    return max(np.sqrt(lo * hi), lo + _BRACKET_FRACTION * (hi - lo))
+
+
+def _near_null_vector(factor: np.ndarray, n: int) -> tuple[np.ndarray, float]:
+    """A unit ``z`` with small ``z'(B + lambda I)z``, by inverse iteration on the factor.
+
+    ``factor`` is the lower Cholesky factor L of ``B + lambda I``; three solves with L L'
+    from a fixed pseudo-random start amplify the eigenvector of the smallest eigenvalue
+    by ``(lambda_2 + lambda)/(lambda_1 + lambda)`` each (Moré & Sorensen's role for the
+    LINPACK estimate). Returns ``z`` and the Rayleigh quotient ``||L'z||^2``.
+    """
+    z = np.random.default_rng(20040901).standard_normal(n)
+    for _ in range(3):
+        z = cho_solve((factor, True), z / np.linalg.norm(z))
+    z /= np.linalg.norm(z)
+    return z, float(np.linalg.norm(factor.T @ z) ** 2)
+
+
+def solve_trust_region_exact(B, g, radius: float, *, k_easy: float = 0.1, k_hard: float = 0.2,
+                             max_iter: int = 50) -> SubproblemSolution:
+    """Nearly exact minimiser of ``m(p) = g'p + 1/2 p'Bp`` s.t. ``||p|| <= radius``.
+
+    Nocedal & Wright alg. 4.3 (Newton's method on ``1/||p(lambda)|| - 1/radius`` with
+    ``(B + lambda I) p(lambda) = -g`` factorised by Cholesky) with the safeguards of
+    Moré & Sorensen (1983): a bracket ``[lambda_lo, lambda_hi]`` initialised from
+    Gershgorin bounds (CGT §7.3.8) and the hard case ``p + tau z`` with ``z`` an
+    approximate eigenvector of the smallest eigenvalue (N&W eq. 4.45).
+
+    Guarantees: ``||p|| <= radius``; ``-m(p) >= min((1-k_easy)^2, 1-k_hard) * (-m(p*))``
+    with ``p*`` the exact minimiser; when ``B`` is positive definite and the Newton
+    step ``-B^{-1} g`` lies inside the region, it is returned. After ``max_iter``
+    factorisations without convergence the exact solution is computed from an
+    eigendecomposition instead (`solve_trust_region_diagonal`).
+    """
+    B = np.asarray(B, dtype=float)
+    g = np.asarray(g, dtype=float)
+    n = g.shape[0]
+    if B.shape != (n, n):
+        raise ValueError(f"B has shape {B.shape}, expected {(n, n)}")
+    if not radius > 0:
+        raise ValueError(f"radius must be positive, got {radius}")
+    B = 0.5 * (B + B.T)
+    potrf, = get_lapack_funcs(("potrf",), (B,))
+    eye = np.eye(n)
+    with np.errstate(under="ignore"):
+        g_norm = float(np.linalg.norm(g))
+        low, high = _gershgorin(B)
+        fro, inf = float(np.linalg.norm(B, "fro")), float(np.linalg.norm(B, np.inf))
+        # lambda_max(B) <= min(high, fro, inf) and -lambda_min(B) <= min(-low, fro, inf)
+        lam_lo = max(0.0, -float(np.min(np.diag(B))), g_norm / radius - min(high, fro, inf))
+        lam_hi = max(0.0, g_norm / radius + min(-low, fro, inf))
+        lam = 0.0 if lam_lo == 0.0 else _safeguard(lam_lo, lam_hi)
+
+        for it in range(1, max_iter + 1):
+            shifted = B + lam * eye
+            factor, info = potrf(shifted, lower=True, clean=True)
+            if info != 0:                            # lambda < -lambda_min(B)
+                lam_lo = max(lam_lo, lam)
+                if not lam_lo < lam_hi:
+                    break
+                lam = _safeguard(lam_lo, lam_hi)
+                continue
+            p = cho_solve((factor, True), -g)
+            p_norm = float(np.linalg.norm(p))
+            if lam == 0.0 and p_norm <= radius:      # interior: the Newton step
+                return SubproblemSolution(p, -_model(g, B @ p, p), False, 0.0, it, "interior")
+            if p_norm >= radius:                     # lambda <= lambda*
+                lam_lo = max(lam_lo, lam)
+                if p_norm <= (1.0 + k_easy) * radius:
+                    p *= radius / p_norm
+                    return SubproblemSolution(p, -_model(g, B @ p, p), True, lam, it, "boundary")
+            else:                                    # lambda > lambda*, or the hard case
+                lam_hi = min(lam_hi, lam)
+                if p_norm >= (1.0 - k_easy) * radius:
+                    return SubproblemSolution(p, -_model(g, B @ p, p), True, lam, it, "boundary")
+                z, z_curv = _near_null_vector(factor, n)
+                t_minus, t_plus = boundary_roots(p, z, radius)
+                tau = t_minus if abs(t_minus) < abs(t_plus) else t_plus
+                # Moré-Sorensen termination (N&W eq. 4.45, CGT alg. 7.3.6 step 3)
+                if tau * tau * z_curv <= k_hard * (p @ shifted @ p + lam * radius * radius):
+                    p = p + tau * z
+                    return SubproblemSolution(p, -_model(g, B @ p, p), True, lam, it, "hard")
+                lam_lo = max(lam_lo, lam - z_curv)   # lambda_min(B + lam I) <= z_curv
+            q = solve_triangular(factor, p, lower=True)
+            q_norm = float(np.linalg.norm(q))
+            if p_norm > 0.0 and q_norm > 0.0:        # N&W alg. 4.3, eq. 4.44
+                lam_new = lam + (p_norm / q_norm) ** 2 * (p_norm - radius) / radius
+            else:
+                lam_new = -np.inf
+            if not lam_lo < lam_hi:
+                break
+            lam = lam_new if lam_lo < lam_new < lam_hi else _safeguard(lam_lo, lam_hi)
+
+    eigenvalues, vectors = np.linalg.eigh(B)
+    sol = solve_trust_region_diagonal(eigenvalues, vectors.T @ g, radius)
+    return SubproblemSolution(vectors @ sol.step, sol.model_decrease, sol.hits_boundary,
+                              sol.multiplier, max_iter, sol.case)
+
+
+# -- B in an eigenbasis -------------------------------------------------------------------------
+
+def _diagonal_decrease(eigenvalues, coefficients, c) -> float:
+    return float(-(coefficients @ c + 0.5 * np.sum(eigenvalues * c * c)))
+
+
+def solve_trust_region_diagonal(eigenvalues, coefficients, radius: float, *, rtol: float = 1e-12,
+                                max_iter: int = 200) -> SubproblemSolution:
+    """Exact minimiser of ``gamma'c + 1/2 sum_i lambda_i c_i^2`` s.t. ``||c|| <= radius``.
+
+    ``eigenvalues`` lambda and ``coefficients`` gamma = Q'g describe ``B = Q diag(lambda) Q'``
+    and ``g`` in an orthonormal eigenbasis; the solution ``c`` is in the same basis
+    (``p = Q c``). Secular equation ``||c(mu)|| = radius`` with
+    ``c_i(mu) = -gamma_i / (lambda_i + mu)``, ``mu >= max(0, -lambda_1)`` (N&W eq. 4.38),
+    solved by Newton's method on ``1/radius - 1/||c(mu)||`` (N&W eq. 4.44) inside a
+    bracket. The multiplier is carried as ``mu = max(0, -lambda_1) + nu`` with
+    ``lambda_i + mu = (lambda_i - lambda_1) + nu``, so a root within rounding of
+    ``-lambda_1`` (the nearly hard case) keeps full relative accuracy. The hard case
+    (``gamma`` zero on the eigenspace of ``lambda_1 <= 0`` and ``||c(-lambda_1)|| <=
+    radius``) adds ``tau e_1`` (N&W eq. 4.45).
+    """
+    lam = np.asarray(eigenvalues, dtype=float)
+    gam = np.asarray(coefficients, dtype=float)
+    if not radius > 0:
+        raise ValueError(f"radius must be positive, got {radius}")
+    with np.errstate(under="ignore"):
+        lam_min = float(np.min(lam))
+        base = max(0.0, -lam_min)
+        # lambda_i + base, computed so that it is exactly 0 on the lowest eigenvalue(s)
+        shifted = lam - lam_min if lam_min <= 0.0 else lam
+        zero = shifted == 0.0
+        g_zero = float(np.linalg.norm(gam[zero]))
+
+        def step(nu):
+            d = shifted + nu
+            c = np.zeros_like(gam)
+            ok = d > 0.0
+            c[ok] = -gam[ok] / d[ok]
+            return c, d, ok
+
+        if g_zero == 0.0:
+            c, _, _ = step(0.0)
+            if np.linalg.norm(c) <= radius:
+                if not np.any(zero):                  # positive definite: the Newton step
+                    return SubproblemSolution(c, _diagonal_decrease(lam, gam, c), False, 0.0, 0,
+                                              "interior")
+                i = int(np.flatnonzero(zero)[0])      # hard case (N&W eq. 4.45)
+                e = np.zeros_like(c)
+                e[i] = 1.0
+                t_minus, t_plus = boundary_roots(c, e, radius)
+                c[i] += t_minus if abs(t_minus) < abs(t_plus) else t_plus
+                return SubproblemSolution(c, _diagonal_decrease(lam, gam, c), True, base, 0, "hard")
+        # Root nu* in [a, b]: ||c(nu)|| >= ||gamma_zero|| / nu, and <= ||gamma|| / nu.
+        a = g_zero / radius
+        b = max(a, float(np.linalg.norm(gam)) / radius)
+        nu, it = a, 0
+        for it in range(1, max_iter + 1):
+            c, d, ok = step(nu)
+            c_norm = float(np.linalg.norm(c))
+            if abs(c_norm - radius) <= rtol * radius:
+                break
+            if c_norm > radius:
+                a = nu
+            else:
+                b = nu
+            q2 = float(np.sum(gam[ok] ** 2 / d[ok] ** 3))
+            newton = nu + c_norm * c_norm / q2 * (c_norm - radius) / radius if q2 > 0 else np.nan
+            nu = newton if a < newton < b else 0.5 * (a + b)
+            if not a < nu < b:                        # bracket exhausted at float resolution
+                break
+        c, _, _ = step(nu)
+        c_norm = float(np.linalg.norm(c))
+        if c_norm > radius:
+            c = c * (radius / c_norm)
+        return SubproblemSolution(c, _diagonal_decrease(lam, gam, c), True, base + nu, it, "boundary")
+
+
+def solve_damped_diagonal(eigenvalues, coefficients, damping: float) -> SubproblemSolution:
+    """``c = -gamma / (lambda + mu)``: the Levenberg step ``-(B + mu I)^{-1} g`` in an eigenbasis.
+
+    Components with ``lambda_i + mu <= t eps max|lambda|`` (numerically singular) are
+    left at zero, i.e. the pseudo-inverse. ``model_decrease`` is measured on the
+    undamped model ``B``.
+    """
+    lam = np.asarray(eigenvalues, dtype=float)
+    gam = np.asarray(coefficients, dtype=float)
+    with np.errstate(under="ignore"):
+        d = lam + damping
+        floor = lam.size * EPS * max(float(np.max(np.abs(lam))), damping, np.finfo(float).tiny)
+        ok = d > floor
+        c = np.zeros_like(gam)
+        c[ok] = -gam[ok] / d[ok]
+        return SubproblemSolution(c, _diagonal_decrease(lam, gam, c), False, damping, 0, "damped")
+
+
+# -- Steihaug-CG -------------------------------------------------------------------------------
+
+def steihaug_cg(hvp, g, radius: float, *, tol: float, max_iter: int) -> SubproblemSolution:
+    """Truncated CG for ``min m(p)`` s.t. ``||p|| <= radius`` (N&W alg. 7.2).
+
+    ``hvp(v)`` returns ``B v``. Stops at the boundary (step too long or direction of
+    non-positive curvature, taking the boundary point of lower model value), or when
+    the residual ``||B p + g|| < tol``, or after ``max_iter`` products. The first
+    iterate is the Cauchy point, and m decreases monotonically after it, so
+    ``-m(p) >=`` the Cauchy decrease.
+    """
+    g = np.asarray(g, dtype=float)
+    z = np.zeros_like(g)
+    r = g.copy()                      # residual B z + g
+    d = -r
+    rr = float(r @ r)
+    model = 0.0                       # m(z)
+    if np.sqrt(rr) < tol:
+        return SubproblemSolution(z, 0.0, False, None, 0, "interior")
+    with np.errstate(under="ignore"):
+        for j in range(1, max_iter + 1):
+            Bd = np.asarray(hvp(d), dtype=float)
+            dBd = float(d @ Bd)
+            dr = float(d @ r)
+            if dBd <= 0.0:            # negative curvature: to the boundary, best of both ends
+                t_minus, t_plus = boundary_roots(z, d, radius)
+                m_minus = model + t_minus * dr + 0.5 * t_minus * t_minus * dBd
+                m_plus = model + t_plus * dr + 0.5 * t_plus * t_plus * dBd
+                tau, model = (t_minus, m_minus) if m_minus < m_plus else (t_plus, m_plus)
+                return SubproblemSolution(z + tau * d, -model, True, None, j, "negative_curvature")
+            alpha = rr / dBd
+            z_next = z + alpha * d
+            if np.linalg.norm(z_next) >= radius:
+                _, tau = boundary_roots(z, d, radius)
+                model += tau * dr + 0.5 * tau * tau * dBd
+                return SubproblemSolution(z + tau * d, -model, True, None, j, "boundary")
+            model += alpha * dr + 0.5 * alpha * alpha * dBd
+            z = z_next
+            r = r + alpha * Bd
+            rr_next = float(r @ r)
+            if np.sqrt(rr_next) < tol:
+                return SubproblemSolution(z, -model, False, None, j, "interior")
+            d = -r + (rr_next / rr) * d
+            rr = rr_next
+    return SubproblemSolution(z, -model, False, None, max_iter, "interior")
