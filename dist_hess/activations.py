@@ -54,6 +54,9 @@ class _PolynomialInValue(Activation):
     def derivatives(self, a, order):
         y = self.value(a)
         out = [y]
+        if order <= 2:                 # the engine's hot path: explicit, no polynomial evaluation
+            out += self.first_two(y)[:order]
+            return out
         poly = np.array([0.0, 1.0])  # P_0(y) = y
         for _ in range(order):
             poly = P.polymul(P.polyder(poly), self.ode)
@@ -68,6 +71,10 @@ class Tanh(_PolynomialInValue):
     def value(self, a):
         return np.tanh(a)
 
+    def first_two(self, y):
+        d1 = 1.0 - y * y
+        return [d1, -2.0 * y * d1]
+
 
 class Logistic(_PolynomialInValue):
     name = "logistic"
@@ -75,6 +82,10 @@ class Logistic(_PolynomialInValue):
 
     def value(self, a):
         return _logistic(a)
+
+    def first_two(self, y):
+        d1 = y * (1.0 - y)
+        return [d1, d1 * (1.0 - 2.0 * y)]
 
 
 def _logistic(a):

@@ -49,6 +49,10 @@ class Loss:
     def hess(self, out, Y) -> np.ndarray:    # (n, c, c)
         raise NotImplementedError
 
+    def hvp(self, out, Y, V) -> np.ndarray:
+        """``g'' V`` per example: ``(n, c)`` (default: from :meth:`hess`)."""
+        return np.einsum("nab,nb->na", self.hess(out, Y), V)
+
     def taylor(self, out_series, Y) -> np.ndarray:
         """Taylor coefficients of ``g(x(t))`` given those of ``x(t)``: ``(n, c, p+1) -> (n, p+1)``."""
         raise NotImplementedError(f"loss {self.name!r} has no Taylor propagation")
@@ -77,6 +81,9 @@ class Squared(Loss):
     def hess(self, out, Y):
         n, c = out.shape
         return np.broadcast_to(np.eye(c), (n, c, c))
+
+    def hvp(self, out, Y, V):
+        return V
 
     def taylor(self, out_series, Y):
         from .engine.taylor import series_mul
@@ -142,6 +149,10 @@ class SoftmaxCrossEntropy(Loss):
         H[:, idx, idx] += p
         return H
 
+    def hvp(self, out, Y, V):
+        p = np.exp(self._log_softmax(out))
+        return p * (V - np.einsum("nc,nc->n", p, V)[:, None])
+
     def taylor(self, out_series, Y):
         from .engine.taylor import series_exp, series_log
         x = out_series.copy()
@@ -175,6 +186,10 @@ class BinaryCrossEntropy(Loss):
         idx = np.arange(c)
         H[:, idx, idx] = p * (1.0 - p)
         return H
+
+    def hvp(self, out, Y, V):
+        p = _logistic(out)
+        return p * (1.0 - p) * V
 
     def taylor(self, out_series, Y):
         from .activations import get_activation

@@ -118,8 +118,6 @@ def _hvp_pairs(hvp, n_params: int):
     return tuple(pairs), single
 
 
-
-
 # ---------------------------------------------------------------- runners
 # Each returns (packed root sums, list over shards of multipliers or None).
 
@@ -151,18 +149,18 @@ def _graph(shards: Shards, payload_ref, target, split_every, collect_multipliers
     from dask import delayed
 
     token = uuid.uuid4().hex[:12]
-    leaves = [delayed(shard_task, pure=True)(payload_ref, X, Y, start, target,
+    leaves = [delayed(shard_task)(payload_ref, X, Y, start, target,
                                              dask_key_name=f"shard-{token}-{i}")
               for i, (start, X, Y) in enumerate(shards.dask_blocks())]
     level = leaves
     for depth, groups in enumerate(tree_groups(len(leaves), split_every), start=1):
         level = [level[g[0]] if len(g) == 1 else
-                 delayed(combine, pure=True)(*(level[j] for j in g),
+                 delayed(combine)(*(level[j] for j in g),
                                              dask_key_name=f"combine-{token}-{depth}-{i}")
                  for i, g in enumerate(groups)]
     getters = []
     if collect_multipliers and len(leaves) > 1:
-        getters = [delayed(multipliers_of, pure=True)(leaf, dask_key_name=f"multipliers-{token}-{i}")
+        getters = [delayed(multipliers_of)(leaf, dask_key_name=f"multipliers-{token}-{i}")
                    for i, leaf in enumerate(leaves)]
     return level[0], getters
 

@@ -14,24 +14,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from .forward import gather_sources, source_offsets
+from .forward import source_offsets
 
 __all__ = ["curvature_vector_product"]
 
 
-def curvature_vector_product(model, cache, gx, deltas, gout_hess, Vs, second_order=True):
+def curvature_vector_product(model, cache, gx, deltas, loss_hvp, Vs, second_order=True):
+    """``loss_hvp(V)``: ``g'' V`` per example ``(n, c)``.  Returns the flat product ``(t,)``."""
     m = len(model.layers)
     n = cache.x[0].shape[0]
-    Rx = [np.zeros_like(cache.x[0])]
+    Rx = [None]                      # None: a zero tangent (the data do not move)
     Ra, Ru_all = [], []
     for k, layer in enumerate(model.layers, start=1):
-        Ru = gather_sources(model, k, Rx)
-        ra = cache.param_grad(model, k).jvp(Vs[k - 1]) + cache.input_jac(model, k).apply(Ru)
+        parts = [Rx[p] if Rx[p] is not None else np.zeros((n, model.sizes[p]))
+                 for p in layer.sources]
+        Ru = None if all(Rx[p] is None for p in layer.sources) else (
+            parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
+        ra = cache.param_grad(model, k).jvp(Vs[k - 1])
+        if Ru is not None:
+            ra = ra + cache.input_jac(model, k).apply(Ru)
         Ra.append(ra)
         Ru_all.append(Ru)
         Rx.append(cache.h1[k - 1] * ra)
     Rgx = [None] * (m + 1)
-    Rgx[m] = np.einsum("nab,nb->na", gout_hess, Rx[m])
+    Rgx[m] = loss_hvp(Rx[m])
     out = [None] * m
     for k in range(m, 0, -1):
         prop = model.layers[k - 1].propagation
@@ -53,8 +59,10 @@ def curvature_vector_product(model, cache, gx, deltas, gout_hess, Vs, second_ord
             continue
         rdu = cache.input_jac(model, k).transpose_apply(rdelta)
         if second_order:
-            for term in (prop.input_hess_vp(W, u, delta, Ru),
-                         prop.mixed_transpose_apply(W, u, delta, Vs[k - 1])):
+            terms = [prop.mixed_transpose_apply(W, u, delta, Vs[k - 1])]
+            if Ru is not None:
+                terms.append(prop.input_hess_vp(W, u, delta, Ru))
+            for term in terms:
                 if term is not None:
                     rdu = rdu + term
         for p, sl in targets:
@@ -63,7 +71,6 @@ def curvature_vector_product(model, cache, gx, deltas, gout_hess, Vs, second_ord
 
 
 def _mixed_sum(prop, W, u, delta, Ru):
-    if not np.any(Ru):
+    if Ru is None:
         return None
-    M = prop.mixed_apply(W, u, delta, Ru[:, :, None])
-    return None if M is None else M[..., 0].sum(axis=0)
+    return prop.mixed_apply_sum(W, u, delta, Ru)

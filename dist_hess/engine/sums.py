@@ -186,10 +186,13 @@ def _chunk(model, Ws, X, Y, req, acc):
             acc.multipliers[k - 1].append(-gx[k])
     if not (req.curvature or req.hvp):
         return
-    gout_hess = model.loss.hess(out, Y)
     for i, (kind, v) in enumerate(req.hvp):
-        acc.hvp[i] += curvature_vector_product(model, cache, gx, deltas, gout_hess, model.unpack(v),
+        acc.hvp[i] += curvature_vector_product(model, cache, gx, deltas,
+                                               lambda V: model.loss.hvp(out, Y, V), model.unpack(v),
                                                second_order=(kind == "hessian"))
+    if not req.curvature:
+        return
+    gout_hess = model.loss.hess(out, Y)   # (n, c, c), c = output units
     kinds = {}
     for kind, structure in req.curvature:
         kinds.setdefault(kind, set()).add(structure)

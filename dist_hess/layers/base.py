@@ -127,6 +127,11 @@ class Propagation:
         H = self.mixed_hess(W, u)
         return None if H is None else np.einsum("nj,njcr,nrq->njcq", delta, H, D)
 
+    def mixed_apply_sum(self, W, u, delta, du):
+        """``sum_n delta[n, j] sum_r d2P_j/dW_jc du_r du[n, r]``: ``(s, d)``, or ``None``."""
+        M = self.mixed_apply(W, u, delta, du[:, :, None])
+        return None if M is None else M[..., 0].sum(axis=0)
+
     def mixed_transpose_apply(self, W, u, delta, V):
         """``sum_{j,c} delta[n, j] d2P_j/dW_jc du_r V[j, c]``: ``(n, r)``, or ``None``."""
         H = self.mixed_hess(W, u)

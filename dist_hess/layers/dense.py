@@ -74,6 +74,12 @@ class Dense(FeatureLayer):
     def input_jac(self, W, u):
         return SharedJacobian(W[:, self.offset:])
 
+    def mixed_apply_sum(self, W, u, delta, du):
+        out = delta.T @ du
+        if self.bias:
+            out = np.concatenate([np.zeros((out.shape[0], 1)), out], axis=1)
+        return out
+
     def mixed_transpose_apply(self, W, u, delta, V):
         return delta @ V[:, self.offset:]
 

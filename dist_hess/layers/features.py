@@ -42,6 +42,9 @@ class FeatureLayer(Propagation):
     def mixed_apply(self, W, u, delta, D):
         return delta[:, :, None, None] * self.features_jvp(u, D)[:, None, :, :]
 
+    def mixed_apply_sum(self, W, u, delta, du):
+        return delta.T @ self.features_jvp(u, du[:, :, None])[:, :, 0]
+
     def mixed_transpose_apply(self, W, u, delta, V):
         return self.features_vjp(u, delta @ V)
 

@@ -18,6 +18,7 @@ usable state and is started afresh.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +62,10 @@ def _open(path, mode: str):
     import zarr
     from zarr.errors import GroupNotFoundError
 
+    if isinstance(path, (str, os.PathLike)) and os.path.isdir(path) and os.listdir(path) \
+            and not os.path.exists(os.path.join(path, "zarr.json")):
+        raise ValueError(f"{str(path)!r} is a non-empty directory that is not a zarr v3 group; "
+                         f"refusing to use it as a checkpoint")
     try:
         return zarr.open_group(path, mode=mode, zarr_format=3)
     except (FileNotFoundError, GroupNotFoundError):

@@ -184,11 +184,14 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: TrustRegion | D
         trial = state.w + p
         if p_norm == 0.0 or np.array_equal(trial, state.w):
             status, detail = Status.STALLED, "the step is too small to change the weights"
+            if writer is not None:
+                writer.write(iteration=iteration, w=state.w, radius=state.radius,
+                             damping=state.damping, status=status, history=history)
             break
         trial_value = _trial_value(objective, trial)
         actual = state.value - trial_value
-        ratio = reduction_ratio(actual, step.model_decrease, state.value)
-        accepted = rule.accept(ratio)
+        ratio = float(reduction_ratio(actual, step.model_decrease, state.value))
+        accepted = bool(rule.accept(ratio))
         used_radius, used_damping = state.radius, state.damping
         if trust_region:
             new_radius, new_damping = rule.update(state.radius, ratio, p_norm, step.hits_boundary), None

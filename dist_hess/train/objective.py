@@ -148,11 +148,16 @@ class DaskObjective(Objective):
 
     def __init__(self, model, X, Y, *, client=None, **evaluate_options):
         from dist_hess.distributed import persist_data
+        from dist_hess.distributed.cluster import current_client, embedded_client, resolve_client
 
         self.model = model
-        self.client = client
+        # The client that holds the data runs every evaluation: the one given (a Client or
+        # an address), else the current client, else the embedded local cluster.
+        if client is None:
+            client = current_client() or embedded_client()
+        self.client = resolve_client(client, work=0)
         self.evaluate_options = evaluate_options      # e.g. split_every, memory_budget
-        self.X, self.Y = persist_data(X, Y, client)
+        self.X, self.Y = persist_data(X, Y, self.client)
         self._cache = _PointCache()
         self._prefetch: tuple[str, str] | None = None
 

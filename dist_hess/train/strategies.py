@@ -32,6 +32,7 @@ from .subproblem import (solve_damped_diagonal, solve_trust_region_diagonal,
                          solve_trust_region_exact, steihaug_cg)
 
 __all__ = ["State", "Step", "StepStrategy", "ExactNewton", "NewtonCG", "BlockNewton",
+           "positive_definite_eigenvalues",
            "LevenbergMarquardt", "STRATEGIES", "make_strategy"]
 
 CURVATURE_KINDS = ("hessian", "gauss_newton")

@@ -1,0 +1,172 @@
+"""Engine benchmarks: every figure a ratio against a peer measured in the same run.
+
+    python -m benchmarks.run                 # everything (about 15 minutes on 2 cores)
+    python -m benchmarks.run --quick         # smaller n for P3/P4 (ratios, a few minutes)
+    python -m benchmarks.run --only P2:full  # one cell
+
+Each measurement runs in a fresh subprocess pinned to one BLAS/XLA thread;
+it reports the best of several repeats and the subprocess's peak RSS.
+Peers: JAX (jit, float64, one thread) and this machine's numpy GEMM rate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+
+# (problem, quantity) cells; quantity in ours/jax: value_grad, hvp, row, layer, full; gemm
+CELLS = [("P1", "value_grad"), ("P1", "full"),
+         ("P2", "value_grad"), ("P2", "hvp"), ("P2", "row"), ("P2", "layer"), ("P2", "full"),
+         ("P3", "value_grad"), ("P3", "row"), ("P3", "full"),
+         ("P4", "value_grad"), ("P4", "row")]
+
+
+def _best(fn, repeats):
+    fn()  # warm-up (and JIT compilation for JAX)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def measure(lib, problem_name, quantity, n=None):
+    """Run one measurement in this process; returns seconds."""
+    import numpy as np
+    from benchmarks.problems import problem
+    spec, X, Y = problem(problem_name, n=n)
+    repeats = 5 if quantity in ("value_grad", "hvp") else 2
+    if quantity in ("full", "layer") and problem_name == "P3":
+        repeats = 1
+    if lib == "gemm":
+        a = np.random.default_rng(0).normal(size=(1500, 1500))
+        secs = _best(lambda: a @ a, 5)
+        return {"seconds": secs, "gflops": 2 * 1500**3 / secs / 1e9}
+    if lib == "ours":
+        import dist_hess as dh
+        model = dh.Model.from_dict(spec)
+        w = model.init(0)
+        v = np.random.default_rng(1).normal(size=model.n_params)
+        fns = {"value_grad": lambda: model.value_and_gradient(w, X, Y),
+               "hvp": lambda: model.hvp(w, X, Y, v),
+               "row": lambda: model.curvature(w, X, Y, "hessian", "row"),
+               "layer": lambda: model.curvature(w, X, Y, "hessian", "layer"),
+               "full": lambda: model.curvature(w, X, Y, "hessian", "full")}
+        secs = _best(fns[quantity], repeats)
+        out = {"seconds": secs}
+        if quantity == "row":
+            flops = 2 * X.shape[0] * sum(s * d * d for s, d in model.layer_shapes)
+            out["gflops"] = flops / secs / 1e9
+        return out
+    if lib == "jax":
+        import jax
+        import jax.numpy as jnp
+        from benchmarks.jax_peer import build
+        import dist_hess as dh
+        objective, unpack, offsets, Xj, Yj = build(spec, X, Y)
+        w = jnp.asarray(dh.Model.from_dict(spec).init(0))
+        v = jnp.asarray(np.random.default_rng(1).normal(size=w.shape[0]))
+        n = X.shape[0]
+        chunk = n if problem_name != "P3" else 2000
+        if quantity == "value_grad":
+            f = jax.jit(jax.value_and_grad(objective))
+            fn = lambda: jax.block_until_ready(f(w))
+        elif quantity == "hvp":
+            f = jax.jit(lambda w, v: jax.jvp(jax.grad(objective), (w,), (v,))[1])
+            fn = lambda: jax.block_until_ready(f(w, v))
+        elif quantity in ("full", "layer", "row"):
+            def chunk_obj(w, Xc, Yc):
+                return objective(w, Xc, Yc)
+            if quantity == "full":
+                hess = jax.jit(jax.hessian(chunk_obj))
+                def fn():
+                    H = 0
+                    for s in range(0, n, chunk):
+                        H = H + hess(w, Xj[s:s + chunk], Yj[s:s + chunk])
+                    return jax.block_until_ready(H)
+            else:   # per-layer Hessians (the peer for both row and layer blocks)
+                hs = []
+                for k in range(len(offsets) - 1):
+                    lo, hi = int(offsets[k]), int(offsets[k + 1])
+                    def obj_k(wk, w, Xc, Yc, lo=lo, hi=hi):
+                        return chunk_obj(w.at[lo:hi].set(wk), Xc, Yc)
+                    hs.append((lo, hi, jax.jit(jax.hessian(obj_k))))
+                def fn():
+                    out = []
+                    for lo, hi, h in hs:
+                        H = 0
+                        for s in range(0, n, chunk):
+                            H = H + h(w[lo:hi], w, Xj[s:s + chunk], Yj[s:s + chunk])
+                        out.append(jax.block_until_ready(H))
+                    return out
+        return {"seconds": _best(fn, repeats)}
+    raise ValueError(lib)
+
+
+def run_one_subprocess(lib, problem_name, quantity, n=None, timeout=1800):
+    cmd = [sys.executable, "-m", "benchmarks.run", "--one", lib, problem_name, quantity]
+    if n:
+        cmd += ["--n", str(n)]
+    env = dict(os.environ, **ONE_THREAD)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--one", nargs=3, metavar=("LIB", "PROBLEM", "QUANTITY"), help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true", help="P3 with n=4000 and P4 with n=6000")
+    p.add_argument("--only", default=None, help="comma-separated PROBLEM:QUANTITY cells")
+    p.add_argument("--skip-jax-p3-full", action="store_true",
+                   help="skip JAX's P3 full Hessian (about 2 minutes at n=20,000)")
+    args = p.parse_args(argv)
+    if args.one:
+        out = measure(*args.one, n=args.n)
+        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(out))
+        return
+    cells = CELLS
+    if args.only:
+        wanted = [tuple(c.split(":")) for c in args.only.split(",")]
+        cells = [c for c in CELLS if c in wanted]
+    sizes = {"P3": 4000, "P4": 6000} if args.quick else {"P4": 10000}
+    gemm = run_one_subprocess("gemm", "P1", "gemm")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"numpy GEMM (1 thread) {gemm['gflops']:.1f} GFLOP/s\n")
+    print("| problem | quantity | n | dist_hess s | peer | peer s | speedup | dist_hess GFLOP/s (% GEMM) | peak MB ours / peer |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for prob, qty in cells:
+        n = sizes.get(prob)
+        ours = run_one_subprocess("ours", prob, qty, n)
+        peer_qty = "layer" if qty == "row" else qty
+        if prob == "P3" and qty == "full" and args.skip_jax_p3_full:
+            peer = None
+        else:
+            peer = run_one_subprocess("jax", prob, peer_qty, n)
+        rate = ""
+        if "gflops" in ours:
+            rate = f"{ours['gflops']:.1f} ({100 * ours['gflops'] / gemm['gflops']:.0f}%)"
+        peer_name = "JAX per-layer Hessians" if qty == "row" else f"JAX {qty}"
+        if peer is None:
+            print(f"| {prob} | {qty} | {n or 'all'} | {ours['seconds']:.4f} | {peer_name} | skipped | | {rate} | {ours['peak_rss_mb']:.0f} / |")
+            continue
+        print(f"| {prob} | {qty} | {n or 'all'} | {ours['seconds']:.4f} | {peer_name} | {peer['seconds']:.4f} | "
+              f"{peer['seconds'] / ours['seconds']:.1f}x | {rate} | {ours['peak_rss_mb']:.0f} / {peer['peak_rss_mb']:.0f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
