@@ -1,0 +1,184 @@
+"""Fit checkpoints in zarr v3: resume, refusal of mismatches, interrupted writes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from dist_hess.train import fit, read_checkpoint
+from dist_hess.train.checkpoint import FORMAT
+from tests.test_train_problems import PROBLEMS, Rosenbrock
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = [("newton", None), ("newton-cg", None), ("block-newton", "trust-region"),
+            ("block-newton", "damping"), ("lm", None)]
+VARIANT_IDS = [m if g is None else f"{m}-{g}" for m, g in VARIANTS]
+
+
+def without_seconds(history):
+    return [{k: v for k, v in asdict(r).items() if k != "seconds"} for r in history]
+
+
+@pytest.mark.parametrize(("method", "globalization"), VARIANTS, ids=VARIANT_IDS)
+def test_resume_continues_from_the_stored_iteration(tmp_path, method, globalization):
+    model, X, Y = PROBLEMS["rosenbrock2"]
+    path = tmp_path / "fit.zarr"
+    kwargs = dict(method=method, globalization=globalization)
+    first = fit(model, X, Y, max_iter=3, checkpoint=path, **kwargs)
+    assert first.status == "max_iter" and first.n_iter == 3
+    stored = read_checkpoint(path)
+    assert stored.iteration == 3 and stored.method == method
+    np.testing.assert_array_equal(stored.w, first.w)
+
+    resumed = fit(model, X, Y, max_iter=300, checkpoint=path, **kwargs)
+    assert resumed.converged and resumed.n_iter > 3
+    assert [r.iteration for r in resumed.history] == list(range(1, resumed.n_iter + 1))
+    assert without_seconds(resumed.history[:3]) == without_seconds(first.history)
+
+    straight = fit(model, X, Y, max_iter=300, **kwargs)          # the same run, uninterrupted
+    assert without_seconds(resumed.history) == without_seconds(straight.history)
+    np.testing.assert_array_equal(resumed.w, straight.w)
+    assert read_checkpoint(path).status == str(resumed.status)
+
+
+def test_resuming_a_finished_run_does_nothing_more(tmp_path):
+    model, X, Y = PROBLEMS["logistic_regression"]
+    path = tmp_path / "fit.zarr"
+    done = fit(model, X, Y, method="newton", checkpoint=path)
+    again = fit(model, X, Y, method="newton", checkpoint=path)
+    assert again.status == "gtol" and again.n_iter == done.n_iter
+    np.testing.assert_array_equal(again.w, done.w)
+
+
+def test_resume_with_another_method_or_model_is_refused(tmp_path):
+    model, X, Y = PROBLEMS["rosenbrock2"]
+    path = tmp_path / "fit.zarr"
+    fit(model, X, Y, method="newton", max_iter=2, checkpoint=path)
+    with pytest.raises(ValueError, match="method 'newton'"):
+        fit(model, X, Y, method="newton-cg", checkpoint=path)
+    other, X6, Y6 = PROBLEMS["rosenbrock6"]
+    with pytest.raises(ValueError, match="another model"):
+        fit(other, X6, Y6, method="newton", checkpoint=path)
+    fit(model, X, Y, method="block-newton", checkpoint=tmp_path / "b.zarr", max_iter=1)
+    with pytest.raises(ValueError, match="globalization"):
+        fit(model, X, Y, method="block-newton", globalization="damping",
+            checkpoint=tmp_path / "b.zarr")
+
+
+def test_an_interrupted_weight_write_leaves_the_previous_state(tmp_path):
+    """Killed after writing the next slot's weights but before the attributes: the
+    attributes still name the complete slot, and resuming ignores the torn one."""
+    model, X, Y = PROBLEMS["rosenbrock2"]
+    path = tmp_path / "fit.zarr"
+    fit(model, X, Y, method="newton", max_iter=4, checkpoint=path)
+    group = zarr.open_group(path, mode="r+")
+    slot = group.attrs["slot"]
+    group[f"weights_{1 - slot}"][...] = np.full(model.n_params, np.nan)   # the torn write
+    resumed = fit(model, X, Y, method="newton", max_iter=300, checkpoint=path)
+    straight = fit(model, X, Y, method="newton", max_iter=300)
+    np.testing.assert_array_equal(resumed.w, straight.w)
+    assert resumed.n_iter == straight.n_iter
+
+
+def test_unreadable_metadata_is_reported(tmp_path):
+    model, X, Y = PROBLEMS["rosenbrock2"]
+    path = tmp_path / "fit.zarr"
+    fit(model, X, Y, method="newton", max_iter=2, checkpoint=path)
+    meta = path / "zarr.json"
+    meta.write_text(meta.read_text()[:40])
+    with pytest.raises(ValueError, match="interrupted"):
+        fit(model, X, Y, method="newton", checkpoint=path)
+
+
+def test_a_group_without_a_complete_iteration_starts_afresh(tmp_path):
+    model, X, Y = PROBLEMS["rosenbrock2"]
+    path = tmp_path / "fit.zarr"
+    zarr.open_group(path, mode="w").attrs.put({"format": FORMAT})
+    assert read_checkpoint(path) is None
+    result = fit(model, X, Y, method="newton", max_iter=2, checkpoint=path)
+    assert result.n_iter == 2 and read_checkpoint(path).iteration == 2
+
+
+def test_something_else_is_not_overwritten(tmp_path):
+    model, X, Y = PROBLEMS["rosenbrock2"]
+    path = tmp_path / "other.zarr"
+    zarr.open_group(path, mode="w").attrs.put({"format": "dist_hess/1"})
+    with pytest.raises(ValueError, match="not a dist_hess fit checkpoint"):
+        fit(model, X, Y, method="newton", checkpoint=path)
+
+
+def test_a_non_empty_directory_is_not_taken_over(tmp_path):
+    model, X, Y = PROBLEMS["rosenbrock2"]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a zarr v3 group"):
+        fit(model, X, Y, method="newton", checkpoint=tmp_path / "results")
+
+
+def test_checkpoint_is_plain_arrays_and_json(tmp_path):
+    model, X, Y = PROBLEMS["rosenbrock2"]
+    path = tmp_path / "fit.zarr"
+    result = fit(model, X, Y, method="lm", max_iter=5, checkpoint=path)
+    meta = json.loads((path / "zarr.json").read_text())
+    attrs = meta["attributes"]
+    assert meta["zarr_format"] == 3 and attrs["format"] == FORMAT
+    assert attrs["complete_iteration"] == 5 and len(attrs["history"]) == 5
+    assert attrs["method"] == "lm" and attrs["globalization"] == "damping"
+    assert attrs["damping"] == pytest.approx(read_checkpoint(path).damping)
+    assert attrs["model"]["spec"] == model.to_dict()
+    group = zarr.open_group(path, mode="r")
+    weights = group[f"weights_{attrs['slot']}"]
+    assert weights.dtype == np.float64 and weights.shape == (model.n_params,)
+    np.testing.assert_array_equal(weights[...], result.w)
+    text = "".join(p.read_text(errors="ignore") for p in path.rglob("zarr.json"))
+    assert "pickle" not in text.lower()
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    sys.path[:0] = [{repo!r}]
+    from tests.test_train_problems import Rosenbrock
+    from dist_hess.train import fit
+    fit(Rosenbrock(), None, None, method="newton", checkpoint={path!r}, max_iter=1000,
+        callback=lambda w, record: time.sleep(0.05))
+""")
+
+
+@pytest.mark.slow
+def test_resume_after_the_process_is_killed(tmp_path):
+    path = str(tmp_path / "fit.zarr")
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(repo=str(REPO), path=path)],
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            assert child.poll() is None, "the child finished before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint progress"
+            try:
+                state = read_checkpoint(path)
+            except ValueError:                    # caught mid-creation
+                state = None
+            if state is not None and state.iteration >= 5:
+                break
+            time.sleep(0.02)
+    finally:
+        child.kill()
+        child.wait()
+    stored = read_checkpoint(path)
+    assert stored.iteration >= 5
+    resumed = fit(Rosenbrock(), None, None, method="newton", checkpoint=path, max_iter=1000)
+    straight = fit(Rosenbrock(), None, None, method="newton", max_iter=1000)
+    assert resumed.converged
+    assert [r.iteration for r in resumed.history] == list(range(1, resumed.n_iter + 1))
+    assert without_seconds(resumed.history[:stored.iteration]) == without_seconds(stored.history)
+    assert without_seconds(resumed.history) == without_seconds(straight.history)
+    np.testing.assert_array_equal(resumed.w, straight.w)
