@@ -125,6 +125,9 @@ def accumulate_cross(model, cache, k, l, Qkl, delta_k, D, acc, second_order):
                 mixed_full = prop.mixed_apply(W, u, delta_k, Du)      # (n, s_k, d_k, s_l) or None
     if Qkl is None:
         Qkl = np.zeros((n, sk, sl_))
+    if isinstance(Gk, SharedParamGrad) and isinstance(Gl, SharedParamGrad):
+        _cross_shared(Gk.phi, Gl.phi, Qkl, delta_k, mixed_feat, acc)
+        return acc
     for j in range(sk):
         Gkj = Gk.phi if isinstance(Gk, SharedParamGrad) else Gk.G[:, j, :]
         L = Gkj[:, :, None] * Qkl[:, j, None, :]                        # (n, d_k, s_l)
@@ -134,3 +137,25 @@ def accumulate_cross(model, cache, k, l, Qkl, delta_k, D, acc, second_order):
             L = L + mixed_full[:, j]
         acc[j * dk:(j + 1) * dk, :] += Gl.right_contract(L).reshape(dk, sl_ * dl)
     return acc
+
+
+def _cross_shared(phik, phil, Qkl, delta_k, Dphi, acc):
+    """Cross block for two layers with shared features, as wide GEMMs over examples.
+
+    ``H[(j, c), (J, b)] = sum_n Q[n, j, J] phik[n, c] phil[n, b]``        (per ``j``: ``phik' R_j``)
+    ``                 + sum_n Dphi[n, c, J] delta[n, j] phil[n, b]``     (one GEMM for all units)
+    """
+    n, sk, sl_ = Qkl.shape
+    dk, dl = phik.shape[1], phil.shape[1]
+    for j in range(sk):
+        R = (Qkl[:, j, :, None] * phil[:, None, :]).reshape(n, sl_ * dl)
+        acc[j * dk:(j + 1) * dk, :] += phik.T @ R
+    if Dphi is None:
+        return
+    rows = np.flatnonzero(np.any(Dphi != 0.0, axis=(0, 2)))   # feature columns that move with eps^l
+    if rows.size == 0:
+        return
+    A = (delta_k[:, :, None] * phil[:, None, :]).reshape(n, sk * dl)
+    out = Dphi[:, rows, :].reshape(n, rows.size * sl_).T @ A                # (rows*s_l, s_k*d_l)
+    H4 = acc.reshape(sk, dk, sl_, dl)
+    H4[:, rows, :, :] += out.reshape(rows.size, sl_, sk, dl).transpose(2, 0, 1, 3)
