@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,9 +249,13 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
     if store is not None:
         group = begin_store(store, model, w, n_examples=shards.n_examples)
         if multipliers:
-            names = create_multipliers(group, model.sizes[1:],
-                                       n_examples=shards.n_examples,
-                                       chunk_rows=shards.store_chunk_rows())
+            rows = shards.store_chunk_rows()
+            if -(-shards.n_examples // rows) > 4 * shards.n_shards:     # many chunks per shard
+                warnings.warn(f"multipliers are stored in zarr chunks of {rows} rows, the largest "
+                              f"divisor of every shard boundary; rechunk X evenly "
+                              f"(chunk_size=N) for faster writes", stacklevel=2)
+            names = create_multipliers(group, model.sizes[1:], n_examples=shards.n_examples,
+                                       chunk_rows=rows)
             target = StoreTarget(str(store), tuple(names))
     collect = bool(multipliers) and target is None
 

@@ -75,12 +75,11 @@ def tree_reduce(leaves: Iterable[T], combine: Callable[[T, T], T], split_every: 
         count += 1
     if count == 0:
         raise ValueError("a reduction needs at least one leaf")
-    # Flush partial groups bottom-up; a level's partial group is its last node.
+    # Flush bottom-up: each level's leftover nodes are its last (partial) group.
     level = 0
     while True:
-        above = any(pending[level + 1:]) if level + 1 < len(pending) else False
-        if not above and len(pending[level]) == 1:
-            return pending[level][0]
+        if len(pending[level]) == 1 and not any(pending[level + 1:]):
+            return pending[level][0]           # the root
         group, pending[level] = pending[level], []
         if group:
             push(level + 1, fold(combine, group))
