@@ -61,10 +61,18 @@ def _bytes_per_example(model, req):
     structures = {st for _, st in req.curvature}
     unit_layers = [k for k, layer in enumerate(model.layers)
                    if not hasattr(layer.propagation, "features")]
+    if req.curvature:
+        # frontier blocks (the input layer is never carried; diagonal-only layers carry a diagonal)
+        diag = set(diag_only_layers(model)) if structures == {"row"} else set()
+        for k, layer in enumerate(model.layers, start=1):
+            si, ri = s[k - 1], r[k - 1]
+            words += 3 * (si if k in diag else si * si)
+            carried = [p for p in layer.sources if p != 0]
+            if any(p not in diag for p in carried):
+                words += 3 * ri * ri
+            elif carried:
+                words += 3 * ri
     if req.curvature or req.hvp:
-        # frontier blocks: the input layer is never carried
-        carried = [sum(sizes[p] for p in layer.sources if p != 0) for layer in model.layers]
-        words += 3 * sum(si * si + ci * ci for si, ci in zip(s, carried))
         words += sum(2 * si * di + si * di * di + si * di * ri + si * ri * ri
                      for k, (si, di, ri) in enumerate(zip(s, d, r)) if k in unit_layers)
     if "row" in structures:
@@ -78,6 +86,18 @@ def _bytes_per_example(model, req):
         p = req.directional[1] + 1
         words += 4 * p * (sum(r) + 3 * S + sum(si * ri for si, ri in zip(s, r) if True) // max(len(s), 1))
     return 8 * max(words, 1)
+
+
+def diag_only_layers(model):
+    """Layers whose ``Q`` row blocks need only as a diagonal.
+
+    A layer that reads just the input and is read by at most one layer: no
+    cross block with it is ever used, so the backward pass carries ``diag(B_kk)``.
+    """
+    m = len(model.layers)
+    readers = {k: sum(k in layer.sources for layer in model.layers) for k in range(1, m + 1)}
+    return [k for k, layer in enumerate(model.layers, start=1)
+            if all(p == 0 for p in layer.sources) and readers[k] <= 1]
 
 
 def chunk_size(model, req, n):
@@ -221,13 +241,7 @@ def _second_order_blocks(model, cache, gx, deltas, gout_hess, kind, structures, 
         if want_layer:
             layers[k - 1] = accumulate_layer(model, cache, k, Q, deltas[k], layers[k - 1], second)
 
-    diag_only = ()
-    if not want_layer:
-        # Row blocks only: a layer that reads just the input and is read by one
-        # layer needs diag(Q) only; no cross block with it is ever used.
-        readers = {k: sum(k in layer.sources for layer in model.layers) for k in range(1, m + 1)}
-        diag_only = [k for k, layer in enumerate(model.layers, start=1)
-                     if all(p == 0 for p in layer.sources) and readers[k] <= 1]
+    diag_only = () if want_layer else diag_only_layers(model)
     B = second_order(model, cache, gx, deltas, gout_hess, second_order=second,
                      keep_eps=want_full, on_layer=on_layer, diag_only=diag_only)
     if not want_full:
