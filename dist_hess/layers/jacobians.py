@@ -105,20 +105,28 @@ class SharedParamGrad:
         return self.phi @ V.T
 
     def row_gram(self, q, out=None):
-        """``sum_n q[n, j] phi_n phi_n'`` for each unit: ``(s, d, d)``, upper triangles."""
-        if out is None:
-            out = [None] * self.s
+        """``sum_n q[n, j] phi_n phi_n'`` for each unit: list of ``(d, d)``, upper triangles exact.
+
+        Units go in groups, one GEMM ``phi' [q_j phi]_j`` per group (wide GEMMs for
+        small ``d``); for large ``d`` the columns go in strips and each strip only
+        meets the rows above it, so about ``(b+1)/(2b)`` of the flops of a full Gram.
+        """
         phi = self.phi
         n, d = phi.shape
-        # Units in groups: one GEMM phi' [q_j phi]_j per group, the group as wide
-        # as ~4M words of temporaries allow (wide GEMMs for small d).
-        group = int(max(1, min(self.s, (4 * 2**20) // max(n * d, 1))))
+        if out is None:
+            out = [np.zeros((d, d)) for _ in range(self.s)]
+        strips = max(1, d // 160)
+        bounds = np.linspace(0, d, strips + 1).astype(int)
+        width = int(np.max(np.diff(bounds)))
+        group = int(max(1, min(self.s, (4 * 2**20) // max(n * width, 1))))
         for start in range(0, self.s, group):
             stop = min(self.s, start + group)
-            A = (q[:, start:stop, None] * phi[:, None, :]).reshape(n, (stop - start) * d)
-            R = (phi.T @ A).reshape(d, stop - start, d)
-            for i, j in enumerate(range(start, stop)):
-                out[j] = R[:, i, :] if out[j] is None else out[j] + R[:, i, :]
+            g = stop - start
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                A = (q[:, start:stop, None] * phi[:, None, lo:hi]).reshape(n, g * (hi - lo))
+                R = (phi[:, :hi].T @ A).reshape(hi, g, hi - lo)
+                for i, j in enumerate(range(start, stop)):
+                    out[j][:hi, lo:hi] += R[:, i, :]
         return out
 
     def left_expand(self, Q):             # (n, s, q) -> (n, s, d, q): Q[n,j,q] G[n,j,c]
