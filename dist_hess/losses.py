@@ -46,6 +46,10 @@ class Loss:
     def grad(self, out, Y) -> np.ndarray:    # (n, c)
         raise NotImplementedError
 
+    def value_and_grad(self, out, Y):
+        """``(g (n,), g' (n, c))`` together (override to share work)."""
+        return self.value(out, Y), self.grad(out, Y)
+
     def hess(self, out, Y) -> np.ndarray:    # (n, c, c)
         raise NotImplementedError
 
@@ -141,6 +145,10 @@ class SoftmaxCrossEntropy(Loss):
 
     def grad(self, out, Y):
         return np.exp(self._log_softmax(out)) - Y
+
+    def value_and_grad(self, out, Y):
+        logp = self._log_softmax(out)
+        return -np.einsum("nc,nc->n", Y, logp), np.exp(logp) - Y
 
     def hess(self, out, Y):
         p = np.exp(self._log_softmax(out))

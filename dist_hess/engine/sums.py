@@ -190,14 +190,19 @@ def _chunk(model, Ws, X, Y, req, acc):
     m = len(model.layers)
     cache = forward(model, Ws, X, order=req.order)
     out = cache.x[-1]
-    if req.value:
-        acc.value += float(model.loss.value(out, Y).sum())
     if req.directional is not None:
         v, order = req.directional
         acc.directional += loss_series(model, Ws, model.unpack(v), X, Y, order)
     if req.order == 0:
+        if req.value:
+            acc.value += float(model.loss.value(out, Y).sum())
         return
-    gx, deltas = first_order(model, cache, model.loss.grad(out, Y))
+    if req.value:
+        values, gout = model.loss.value_and_grad(out, Y)
+        acc.value += float(values.sum())
+    else:
+        gout = model.loss.grad(out, Y)
+    gx, deltas = first_order(model, cache, gout)
     if req.gradient:
         for k in range(1, m + 1):
             acc.gradient[k - 1] += cache.param_grad(model, k).gradient_sum(deltas[k])
