@@ -240,8 +240,13 @@ def run_derivatives(args) -> int:
 
 # ---------------------------------------------------------------- entry point
 
+def add_analyze_command(subparsers) -> None:
+    from .analysis.cli import add_analyze_parser
+    add_analyze_parser(subparsers)
+
+
 #: One ``add_<name>_command(subparsers)`` per subcommand, in --help order.
-COMMANDS = [add_derivatives_command]
+COMMANDS = [add_derivatives_command, add_analyze_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,17 +22,22 @@ __all__ = ["Model", "Layer", "KINDS", "STRUCTURES"]
 
 KINDS = ("hessian", "gauss_newton", "lagrangian")
 STRUCTURES = ("row", "layer", "full")
-_LAYER_KEYS = {"type", "units", "activation", "sources"}
+_LAYER_KEYS = {"type", "units", "activation", "sources", "mask"}
 _MODEL_KEYS = {"inputs", "layers", "loss", "penalty"}
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer: its index ``k``, propagation, activation and sources."""
+    """One layer: its index ``k``, propagation, activation, sources and mask.
+
+    ``mask``: ``None`` (every weight free) or an ``(s_k, d_k)`` boolean array,
+    ``False`` where a weight is pruned (held at zero).
+    """
     index: int
     propagation: Propagation
     activation: Activation
     sources: tuple[int, ...]
+    mask: np.ndarray | None = field(default=None, compare=False)
 
     @property
     def units(self):
@@ -73,6 +78,12 @@ class Model:
         self.n_params = int(offsets[-1])
         self.penalty_mask = np.concatenate(
             [np.tile(layer.propagation.penalty_mask(), layer.units) for layer in self.layers])
+        #: ``(t,)`` booleans, ``False`` for pruned weights; ``None`` when nothing is pruned.
+        self.mask = None
+        if any(layer.mask is not None for layer in self.layers):
+            self.mask = np.concatenate([
+                np.ones(s * d, dtype=bool) if layer.mask is None else layer.mask.ravel()
+                for layer, (s, d) in zip(self.layers, self.layer_shapes)])
 
     # -- construction ---------------------------------------------------------------
     @classmethod
@@ -132,7 +143,18 @@ class Model:
         options = {key: ls[key] for key in prop_cls.extra_keys if key in ls}
         n_inputs = sum(sizes[s] for s in sources)
         prop = prop_cls(units, n_inputs, **options)
-        return Layer(k, prop, activation, tuple(int(s) for s in sources))
+        mask = None
+        if ls.get("mask") is not None:
+            mask = np.asarray(ls["mask"])
+            shape = (units, prop.n_row_params)
+            if mask.shape != shape or not np.all((mask == 0) | (mask == 1)):
+                raise ValueError(f"{where}: 'mask' must be a list of {shape[0]} rows of "
+                                 f"{shape[1]} entries 0 or 1 (the layer's weight matrix), "
+                                 f"got {ls['mask']!r}")
+            mask = mask.astype(bool)
+            if mask.all():
+                mask = None
+        return Layer(k, prop, activation, tuple(int(s) for s in sources), mask)
 
     @classmethod
     def from_json(cls, path) -> "Model":
@@ -145,6 +167,8 @@ class Model:
             d = {"type": layer.propagation.type, "units": layer.units,
                  "activation": layer.activation.name, "sources": list(layer.sources)}
             d.update(layer.propagation.options())
+            if layer.mask is not None:
+                d["mask"] = layer.mask.astype(int).tolist()
             layers.append(d)
         return {"inputs": self.inputs, "layers": layers, "loss": self.loss.name,
                 "penalty": None if self.penalty is None else self.penalty.to_dict()}
@@ -163,7 +187,13 @@ class Model:
     # -- parameters -------------------------------------------------------------------
     def init(self, seed=0) -> np.ndarray:
         rng = np.random.default_rng(seed)
-        return np.concatenate([layer.propagation.init(rng).ravel() for layer in self.layers])
+        return self.project(np.concatenate([layer.propagation.init(rng).ravel()
+                                            for layer in self.layers]))
+
+    def project(self, w) -> np.ndarray:
+        """``w`` with its pruned entries (``mask`` false) set to zero (a copy)."""
+        w = np.array(w, dtype=float)
+        return w if self.mask is None else w * self.mask
 
     def unpack(self, w) -> list[np.ndarray]:
         """Views ``W^k`` ``(s_k, d_k)`` into the flat vector, layer by layer."""
@@ -184,6 +214,8 @@ class Model:
             raise ValueError(f"weights must be a vector of length {self.n_params} (n_params), "
                              f"got shape {w.shape}")
         _check_finite(w, "w")
+        if self.mask is not None:          # pruned weights are held at zero
+            w = w * self.mask
         return w
 
     def check_inputs(self, X) -> np.ndarray:

@@ -112,6 +112,9 @@ def shard_sums(model, w, X, Y, req: Request, *, checked=False) -> dict:
     if not checked:
         w = model.check_weights(w)
         X, Y = model.check_data(X, Y)
+    mask = getattr(model, "mask", None)
+    if mask is not None:               # pruned weights and directions are zero
+        w, req = w * mask, _project_request(req, mask)
     Ws = model.unpack(w)
     n = X.shape[0]
     acc = _Accumulator(model, req, n)
@@ -260,6 +263,50 @@ def _second_order_blocks(model, cache, gx, deltas, gout_hess, kind, structures, 
                                              cross.get((k, l)), second)
 
 
+def _project_request(req, mask):
+    from dataclasses import replace
+    directional = req.directional
+    if directional is not None:
+        directional = (directional[0] * mask, directional[1])
+    return replace(req, hvp=tuple((kind, v * mask) for kind, v in req.hvp),
+                   directional=directional)
+
+
+def _restrict(model, out, req, mask):
+    """Masked derivatives: ``P grad``, ``P B P + (I - P)``, ``P B P v + (I - P) v``."""
+    p = mask.astype(float)
+    if "gradient" in out:
+        out["gradient"] = out["gradient"] * p
+    for key, val in list(out.items()):
+        if key.startswith("curvature/"):
+            out[key] = _restrict_curvature(model, val, mask, key.rsplit("/", 1)[1])
+    for i, (_, v) in enumerate(req.hvp if req is not None else ()):
+        out[f"hvp/{i}"] = p * out[f"hvp/{i}"] + (1.0 - p) * v
+    return out
+
+
+def _restrict_curvature(model, blocks, mask, structure):
+    p = mask.astype(float)
+    if structure == "full":
+        out = np.asarray(blocks) * np.outer(p, p)
+        idx = np.flatnonzero(~mask)
+        out[idx, idx] = 1.0
+        return out
+    result = []
+    for blk, sl, (s, d) in zip(blocks, model.layer_slices, model.layer_shapes):
+        if structure == "row":
+            pr = p[sl].reshape(s, d)
+            out = blk * pr[:, :, None] * pr[:, None, :]
+            j, c = np.nonzero(pr == 0)
+            out[j, c, c] = 1.0
+        else:
+            out = blk * np.outer(p[sl], p[sl])
+            idx = np.flatnonzero(p[sl] == 0)
+            out[idx, idx] = 1.0
+        result.append(out)
+    return result
+
+
 def add_sums(a: dict, b: dict) -> dict:
     """Key-by-key sum of two shard results (multipliers are per example and not added)."""
     out = {}
@@ -285,6 +332,15 @@ def finalize(model, w, sums: dict, req: Request | None = None) -> dict:
     ``req`` (the :class:`Request` the shards ran) is needed when it asked for
     hvp or directional derivatives: their penalty terms depend on ``v``.
     """
+    mask = getattr(model, "mask", None)
+    if mask is None:
+        return _finalize_penalty(model, w, sums, req)
+    projected = None if req is None else _project_request(req, mask)
+    out = _finalize_penalty(model, w * mask, sums, projected)
+    return _restrict(model, out, req, mask)
+
+
+def _finalize_penalty(model, w, sums, req):
     out = dict(sums)
     pen = model.penalty
     if pen is None or pen.lam == 0.0:

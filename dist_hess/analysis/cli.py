@@ -1,0 +1,129 @@
+"""``dist-hess analyze``: Wald tests, joint tests, spectra and the HTML report of a store.
+
+Wired into ``dist_hess/cli.py`` as one more subcommand::
+
+    from .analysis.cli import add_analyze_parser
+    COMMANDS = [add_derivatives_command, add_analyze_parser]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+__all__ = ["add_analyze_parser", "add_analyze_command", "run_analyze"]
+
+_EXAMPLES = """\
+examples:
+  # the Wald table of a stored fit (the store holds the Hessian)
+  dist-hess analyze run.zarr
+
+  # an HTML report with plots and tables, computing what the store lacks from the data
+  dist-hess analyze run.zarr --data data.npz --report report/
+
+  # sandwich standard errors (per-example gradients from the stored multipliers and X),
+  # row blocks, a joint test that input 3 is irrelevant, tables as CSV and JSON
+  dist-hess analyze run.zarr --data data.npz --covariance sandwich --structure row \\
+      --group input:3 --csv wald.csv --json wald.json
+"""
+
+
+def add_analyze_parser(subparsers) -> None:
+    """Declare ``dist-hess analyze`` on an ``argparse`` subparsers object (sets ``run``)."""
+    p = subparsers.add_parser(
+        "analyze",
+        help="standard errors, Wald tests, spectra and an HTML report of a stored fit",
+        description=textwrap.dedent("""\
+            Statistical analysis of a fit stored by 'dist-hess derivatives' or training:
+            standard errors and Wald tests of every weight from the inverse Hessian or
+            the sandwich, joint Wald tests of inputs, units and layers, eigenvalues of
+            the curvature blocks, and an HTML report with plots. What the store holds
+            is read; what it lacks is computed from --data when given."""),
+        epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("store", metavar="STORE", help="a dist_hess zarr store, e.g. run.zarr")
+    p.add_argument("--data", metavar="DATA",
+                   help="the examples the store was computed on (.npz with X and Y, .csv with "
+                        "--target, or a zarr group): needed for the sandwich and for curvature "
+                        "the store lacks")
+    p.add_argument("--target", action="append", metavar="COL",
+                   help="for a .csv DATA: the target column name(s)")
+    p.add_argument("--covariance", choices=("hessian", "sandwich"), default="hessian",
+                   help="inverse Hessian (default; times s^2 = RSS/(n-p) for squared loss) or "
+                        "the sandwich H^-1 (sum g_i g_i') H^-1")
+    p.add_argument("--structure", choices=("full", "layer", "row"),
+                   help="invert the full Hessian or its layer/row blocks (default: the largest "
+                        "structure the store holds, else full)")
+    p.add_argument("--kind", choices=("hessian", "gauss_newton"), default="hessian",
+                   help="the curvature standing for the information matrix (default hessian)")
+    p.add_argument("--group", action="append", default=[], metavar="GROUP",
+                   help="a joint Wald test; repeat for several: input:I (all weights of input "
+                        "I), unit:K:J (incoming row of unit J of layer K), unit:K:J:out (and "
+                        "its outgoing weights), layer:K")
+    p.add_argument("--save", action="store_true",
+                   help="write curvature computed from --data back into the store")
+    p.add_argument("--csv", metavar="FILE", help="write the Wald table as CSV")
+    p.add_argument("--json", metavar="FILE", help="write the Wald table as JSON")
+    p.add_argument("--spectra", action="store_true",
+                   help="print the eigenvalue summary of the row, layer and full blocks")
+    p.add_argument("--report", metavar="DIR",
+                   help="write DIR/index.html with plots (matplotlib) and CSV/JSON tables")
+    p.add_argument("--no-plots", action="store_true",
+                   help="with --report: tables only, no matplotlib plots")
+    p.add_argument("--max-rows", type=int, default=None, metavar="N",
+                   help="print at most N rows of the Wald table")
+    p.set_defaults(run=run_analyze)
+
+
+add_analyze_command = add_analyze_parser
+
+
+def _data(args):
+    if not args.data:
+        return None
+    from ..cli import _integer_labels, load_data
+    from ..store import open_store
+    from .masking import split_mask
+
+    targets = [t.strip() for item in (args.target or []) for t in item.split(",") if t.strip()]
+    X, Y = load_data(args.data, targets)
+    model, _ = split_mask(open_store(args.store).attrs["model"])
+    return X, _integer_labels(model, Y)
+
+
+def run_analyze(args) -> int:
+    import warnings
+
+    from .report import write_report
+    from .source import resolve
+    from .wald import wald_table
+
+    data = _data(args)
+    fitted = resolve(args.store, data=data, save=args.save)
+    structure = args.structure
+    if structure is None:
+        avail = fitted.available(args.kind)
+        structure = avail[0] if avail else "full"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            table = wald_table(fitted, covariance=args.covariance, structure=structure,
+                               kind=args.kind)
+        except LookupError as err:
+            raise ValueError(str(err)) from None
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(table.to_text(max_rows=args.max_rows))
+    for group in args.group:
+        print(table.joint_wald(group))
+    if args.csv:
+        table.to_csv(args.csv)
+    if args.json:
+        table.to_json(args.json)
+    if args.spectra:
+        from .spectra import spectra
+        print(spectra(fitted, kind=args.kind).to_text())
+    if args.report:
+        index = write_report(fitted, args.report, covariance=args.covariance,
+                             structure=structure, kind=args.kind, plots=not args.no_plots)
+        print(f"wrote {index}")
+    return 0

@@ -1,0 +1,174 @@
+"""Names of parameters and the groups a joint Wald test takes.
+
+Units are named ``L{k}.{j}`` (unit ``j`` of layer ``k``, both as stored: ``j``
+from 0) and inputs ``x{i}``.  A parameter's name says which unit it belongs to
+and what it multiplies: ``L1.0 <- x2`` (dense weight from input 2),
+``L2.0 <- L1.3``, ``L1.0 <- bias``; rbf rows ``L1.0 mu(x2)``, ``L1.0 beta``,
+``L1.0 beta(x2)``, ``L1.0 L[1,0]``; quadratic rows ``L1.0 x0*x2``, ``L1.0 x1^2``,
+``L1.0 1`` (the constant).
+
+Groups (flat index arrays, pruned entries kept; the tests drop them):
+
+* :func:`input_group`: every parameter that multiplies input ``i`` (dense
+  weights from ``x_i``, quadratic monomials containing ``x_i``), in every
+  layer that reads the input.  "Input i is irrelevant" is the hypothesis
+  that they are all zero.
+* :func:`unit_group`: the incoming row of unit ``j`` of layer ``k`` and, with
+  ``outgoing=True``, the dense weights that read it.
+* :func:`layer_group`: every parameter of layer ``k``.
+
+:func:`parse_group` reads the text forms ``input:I``, ``unit:K:J``,
+``unit:K:J:out``, ``layer:K`` (what the command line takes).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine.forward import source_offsets
+
+__all__ = ["parameter_name", "parameter_names", "column_labels", "input_group", "unit_group",
+           "layer_group", "parse_group"]
+
+
+def _unit(p, i):
+    return f"x{i}" if p == 0 else f"L{p}.{i}"
+
+
+def _input_labels(model, k):
+    """Labels of the layer's inputs ``u`` (its sources concatenated)."""
+    labels = []
+    for p, sl in source_offsets(model, k):
+        labels += [_unit(p, i) for i in range(sl.stop - sl.start)]
+    return labels
+
+
+def column_labels(model, k) -> list[str]:
+    """What each of the ``d_k`` row parameters of layer ``k`` is, in row order."""
+    prop = model.layers[k - 1].propagation
+    u = _input_labels(model, k)
+    kind = prop.type
+    if kind == "dense":
+        return (["<- bias"] if prop.offset else []) + [f"<- {x}" for x in u]
+    if kind == "quadratic":
+        z = ["1"] + u
+        a, b = np.triu_indices(len(z))
+        out = []
+        for i, j in zip(a, b):
+            if i == 0:
+                out.append(z[j])
+            elif i == j:
+                out.append(f"{z[i]}^2")
+            else:
+                out.append(f"{z[i]}*{z[j]}")
+        return out
+    if kind == "rbf":
+        mu = [f"mu({x})" for x in u]
+        metric = prop.metric_name
+        if metric == "isotropic":
+            return mu + ["beta"]
+        if metric == "diagonal":
+            return mu + [f"beta({x})" for x in u]
+        r = len(u)
+        return mu + [f"L[{a},{b}]" for a in range(r) for b in range(a + 1)]
+    return [f"w{c}" for c in range(prop.n_row_params)]
+
+
+def parameter_name(model, q) -> str:
+    k, j, c = model.layer_of(int(q))
+    label = column_labels(model, k)[c]
+    return f"L{k}.{j} {label}"
+
+
+def parameter_names(model) -> list[str]:
+    names = []
+    for k, (s, d) in enumerate(model.layer_shapes, start=1):
+        labels = column_labels(model, k)
+        names += [f"L{k}.{j} {labels[c]}" for j in range(s) for c in range(d)]
+    return names
+
+
+def _flat(model, k, j, c):
+    sl = model.layer_slices[k - 1]
+    d = model.layer_shapes[k - 1][1]
+    return sl.start + j * d + c
+
+
+def _columns_reading(model, k, p, i) -> list[int]:
+    """Row columns of layer ``k`` that multiply output ``i`` of its source ``p``."""
+    prop = model.layers[k - 1].propagation
+    offsets = dict(source_offsets(model, k))
+    if p not in offsets:
+        return []
+    r = offsets[p].start + i                       # position in u
+    if prop.type == "dense":
+        return [prop.offset + r]
+    if prop.type == "quadratic":
+        a, b = np.triu_indices(prop.n_inputs + 1)
+        return [int(c) for c in np.flatnonzero((a == r + 1) | (b == r + 1))]
+    raise ValueError(f"layer {k} ({prop.type}) does not read its inputs through weights that can "
+                     f"be zero, so 'input/unit is irrelevant' is no zero-weight hypothesis there; "
+                     f"test a list of parameter indices instead")
+
+
+def input_group(model, i: int) -> np.ndarray:
+    """Flat indices of every parameter that multiplies input ``x_i``."""
+    if not 0 <= i < model.inputs:
+        raise ValueError(f"input {i} out of range 0..{model.inputs - 1}")
+    out = []
+    for k, layer in enumerate(model.layers, start=1):
+        if 0 not in layer.sources:
+            continue
+        s = layer.units
+        for c in _columns_reading(model, k, 0, i):
+            out += [_flat(model, k, j, c) for j in range(s)]
+    return np.array(sorted(out), dtype=int)
+
+
+def unit_group(model, k: int, j: int, outgoing: bool = False) -> np.ndarray:
+    """Unit ``j`` of layer ``k``: its row, and with ``outgoing`` the weights reading it."""
+    if not 1 <= k <= len(model.layers):
+        raise ValueError(f"layer {k} out of range 1..{len(model.layers)}")
+    s, d = model.layer_shapes[k - 1]
+    if not 0 <= j < s:
+        raise ValueError(f"unit {j} out of range 0..{s - 1} for layer {k}")
+    out = [_flat(model, k, j, c) for c in range(d)]
+    if outgoing:
+        for k2, layer in enumerate(model.layers, start=1):
+            if k in layer.sources:
+                for c in _columns_reading(model, k2, k, j):
+                    out += [_flat(model, k2, j2, c) for j2 in range(layer.units)]
+    return np.array(sorted(out), dtype=int)
+
+
+def layer_group(model, k: int) -> np.ndarray:
+    if not 1 <= k <= len(model.layers):
+        raise ValueError(f"layer {k} out of range 1..{len(model.layers)}")
+    sl = model.layer_slices[k - 1]
+    return np.arange(sl.start, sl.stop)
+
+
+def parse_group(model, group) -> tuple[str, np.ndarray]:
+    """``(name, indices)`` from a text form (see the module docstring) or an index sequence."""
+    if isinstance(group, str):
+        parts = group.split(":")
+        try:
+            what, numbers = parts[0], [int(x) for x in parts[1:] if x != "out"]
+        except ValueError:
+            raise ValueError(f"cannot read group {group!r}: use input:I, unit:K:J, unit:K:J:out "
+                             f"or layer:K") from None
+        if what == "input" and len(numbers) == 1:
+            return f"input x{numbers[0]}", input_group(model, numbers[0])
+        if what == "unit" and len(numbers) == 2:
+            out = parts[-1] == "out"
+            name = f"unit L{numbers[0]}.{numbers[1]}" + (" (in and out)" if out else "")
+            return name, unit_group(model, numbers[0], numbers[1], outgoing=out)
+        if what == "layer" and len(numbers) == 1:
+            return f"layer {numbers[0]}", layer_group(model, numbers[0])
+        raise ValueError(f"cannot read group {group!r}: use input:I, unit:K:J, unit:K:J:out "
+                         f"or layer:K")
+    index = np.unique(np.asarray(group, dtype=int).ravel())
+    if index.size == 0:
+        raise ValueError("the group is empty")
+    if index.min() < 0 or index.max() >= model.n_params:
+        raise ValueError(f"group indices must lie in 0..{model.n_params - 1}")
+    return f"{index.size} parameters", index
