@@ -95,6 +95,12 @@ class Squared(Loss):
         r[..., 0] -= Y
         return 0.5 * series_mul(r, r).sum(axis=1)
 
+    def taylor_leading(self, out, Y, P):
+        from .engine.taylor import mul_leading
+        r = out.copy()
+        r[0] -= Y
+        return 0.5 * mul_leading(r, r, P).sum(axis=2)
+
 
 class SoftmaxCrossEntropy(Loss):
     name = "softmax_cross_entropy"
@@ -170,6 +176,16 @@ class SoftmaxCrossEntropy(Loss):
         lse[..., 0] += shift
         return lse - np.einsum("nc,ncp->np", Y, out_series)
 
+    def taylor_leading(self, out, Y, P):
+        from .engine.taylor import exp_leading, log_leading
+        x = out.copy()
+        shift = x[0].max(axis=1)
+        x[0] -= shift[:, None]
+        lse = log_leading(exp_leading(x, P).sum(axis=2), P)
+        lse[0] += shift
+        lse[: len(out)] -= np.einsum("nc,lnc->ln", Y, out)
+        return lse
+
 
 class BinaryCrossEntropy(Loss):
     name = "binary_cross_entropy"
@@ -204,6 +220,13 @@ class BinaryCrossEntropy(Loss):
         from .engine.taylor import series_compose
         sp = series_compose(get_activation("softplus"), out_series)
         return (sp - Y[..., None] * out_series).sum(axis=1)
+
+    def taylor_leading(self, out, Y, P):
+        from .activations import get_activation
+        from .engine.taylor import compose_leading
+        sp = compose_leading(get_activation("softplus"), out, P)
+        sp[: len(out)] -= Y * out
+        return sp.sum(axis=2)
 
 
 LOSSES: dict[str, Loss] = {}

@@ -291,6 +291,16 @@ class Model:
         s = self._sums(w, X, Y, value=False, gradient=False, directional=(v, int(order)))
         return s["directional"]
 
+    def row_tensor(self, w, X, Y, layer, row=None, order=2, *, packed=False, part="exact"):
+        """Exact ``order``-th derivative tensor of ``E`` w.r.t. row ``row`` of layer ``layer`` (DESIGN §6).
+
+        ``sum_i c^(p)_ij z_i^{(x) p}`` (+ pen' / pen'' for p = 1, 2); ``part="lagrangian"`` gives
+        the seed's eq. (12).  See :func:`dist_hess.engine.row_tensors.row_tensor`, docs/higher_order.md.
+        """
+        from .engine.row_tensors import row_tensor
+        return row_tensor(self, w, X, Y, layer, row, order, packed=packed, part=part,
+                          memory_budget=self.memory_budget)
+
 
 def _check_kind(kind, structure):
     if kind not in KINDS:

@@ -195,7 +195,7 @@ def _chunk(model, Ws, X, Y, req, acc):
     out = cache.x[-1]
     if req.directional is not None:
         v, order = req.directional
-        acc.directional += loss_series(model, Ws, model.unpack(v), X, Y, order)
+        acc.directional += loss_series(model, Ws, model.unpack(v), X, Y, order, cache=cache)
     if req.order == 0:
         if req.value:
             acc.value += float(model.loss.value(out, Y).sum())
