@@ -112,8 +112,10 @@ def measure(lib, problem_name, quantity, n=None):
     raise ValueError(lib)
 
 
-def run_one_subprocess(lib, problem_name, quantity, n=None, timeout=1800):
+def run_one_subprocess(lib, problem_name, quantity, n=None, timeout=1800, default_allocator=False):
     cmd = [sys.executable, "-m", "benchmarks.run", "--one", lib, problem_name, quantity]
+    if default_allocator:
+        cmd.append("--default-allocator")
     if n:
         cmd += ["--n", str(n)]
     env = dict(os.environ, **ONE_THREAD)
@@ -128,12 +130,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--one", nargs=3, metavar=("LIB", "PROBLEM", "QUANTITY"), help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--default-allocator", action="store_true",
+                   help="leave glibc's allocator as it is (default: dist_hess.runtime.tune_allocator)")
     p.add_argument("--quick", action="store_true", help="P3 with n=4000 and P4 with n=6000")
     p.add_argument("--only", default=None, help="comma-separated PROBLEM:QUANTITY cells")
     p.add_argument("--skip-jax-p3-full", action="store_true",
                    help="skip JAX's P3 full Hessian (about 2 minutes at n=20,000)")
     args = p.parse_args(argv)
     if args.one:
+        if not args.default_allocator:
+            from dist_hess.runtime import tune_allocator
+            tune_allocator()
         out = measure(*args.one, n=args.n)
         out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(out))
@@ -150,12 +157,12 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|---|")
     for prob, qty in cells:
         n = sizes.get(prob)
-        ours = run_one_subprocess("ours", prob, qty, n)
+        ours = run_one_subprocess("ours", prob, qty, n, default_allocator=args.default_allocator)
         peer_qty = "layer" if qty == "row" else qty
-        if prob == "P3" and qty == "full" and args.skip_jax_p3_full:
-            peer = None
+        if (prob == "P3" and qty == "full" and args.skip_jax_p3_full) or (prob, qty) == ("P4", "row"):
+            peer = None   # P4: JAX's per-layer Hessian of layer 1 alone is 100,480^2 floats (81 GB)
         else:
-            peer = run_one_subprocess("jax", prob, peer_qty, n)
+            peer = run_one_subprocess("jax", prob, peer_qty, n, default_allocator=args.default_allocator)
         rate = ""
         if "gflops" in ours:
             rate = f"{ours['gflops']:.1f} ({100 * ours['gflops'] / gemm['gflops']:.0f}%)"

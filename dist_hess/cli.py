@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .runtime import tune_allocator
+    tune_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
