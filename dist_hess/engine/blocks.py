@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layers.features import FeatureLayer
-from ..layers.jacobians import SharedParamGrad, symmetrize_upper
+from ..layers.jacobians import SharedParamGrad
 from .forward import source_offsets
 
 __all__ = ["accumulate_row", "accumulate_layer", "accumulate_cross", "eps_jacobians",
@@ -31,15 +31,19 @@ def accumulate_row(model, cache, k, Q, delta, acc, second_order):
     if second_order and delta is not None:
         ph = model.layers[k - 1].propagation.param_hess_sum(cache.Ws[k - 1], cache.u[k - 1], delta)
         if ph is not None:
-            acc = [a + np.triu(b) for a, b in zip(acc, ph)]
+            acc += np.triu(ph)
     return acc
 
 
 def finish_row(acc, shape):
+    """``(s, d, d)`` symmetric row blocks from an accumulator whose upper triangles are exact (in place)."""
     s, d = shape
     if acc is None:
         return np.zeros((s, d, d))
-    return symmetrize_upper(np.stack([np.asarray(a) for a in acc]))
+    lower = np.tril_indices(d, -1)
+    for block in acc:
+        block[lower] = block.T[lower]
+    return acc
 
 
 def accumulate_layer(model, cache, k, Q, delta, acc, second_order):

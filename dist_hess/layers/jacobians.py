@@ -105,7 +105,7 @@ class SharedParamGrad:
         return self.phi @ V.T
 
     def row_gram(self, q, out=None):
-        """``sum_n q[n, j] phi_n phi_n'`` for each unit: list of ``(d, d)``, upper triangles exact.
+        """``sum_n q[n, j] phi_n phi_n'`` for each unit, added to ``out`` ``(s, d, d)``; upper triangles exact.
 
         Units go in groups, one GEMM ``phi' [q_j phi]_j`` per group (wide GEMMs for
         small ``d``); for large ``d`` the columns go in strips and each strip only
@@ -114,7 +114,7 @@ class SharedParamGrad:
         phi = self.phi
         n, d = phi.shape
         if out is None:
-            out = [np.zeros((d, d)) for _ in range(self.s)]
+            out = np.zeros((self.s, d, d))
         strips = max(1, d // 160)
         bounds = np.linspace(0, d, strips + 1).astype(int)
         width = int(np.max(np.diff(bounds)))
@@ -153,8 +153,9 @@ class UnitParamGrad:
     def row_gram(self, q, out=None):
         blocks = np.einsum("nj,nja,njb->jab", q, self.G, self.G)
         if out is None:
-            return list(blocks)
-        return [o + b for o, b in zip(out, blocks)]
+            return blocks
+        out += blocks
+        return out
 
     def left_expand(self, Q):
         return Q[:, :, None, :] * self.G[:, :, :, None]
