@@ -57,7 +57,7 @@ class _PolynomialInValue(Activation):
         if order == 0:
             return out
         if order <= 2:                 # the engine's hot path: explicit, no polynomial evaluation
-            out += self.first_two(y)[:order]
+            out += self.first_two(y, order)
             return out
         poly = np.array([0.0, 1.0])  # P_0(y) = y
         for _ in range(order):
@@ -73,9 +73,9 @@ class Tanh(_PolynomialInValue):
     def value(self, a):
         return np.tanh(a)
 
-    def first_two(self, y):
+    def first_two(self, y, order=2):
         d1 = 1.0 - y * y
-        return [d1, -2.0 * y * d1]
+        return [d1] if order < 2 else [d1, -2.0 * y * d1]
 
 
 class Logistic(_PolynomialInValue):
@@ -85,9 +85,9 @@ class Logistic(_PolynomialInValue):
     def value(self, a):
         return _logistic(a)
 
-    def first_two(self, y):
+    def first_two(self, y, order=2):
         d1 = y * (1.0 - y)
-        return [d1, d1 * (1.0 - 2.0 * y)]
+        return [d1] if order < 2 else [d1, d1 * (1.0 - 2.0 * y)]
 
 
 def _logistic(a):
