@@ -246,7 +246,12 @@ def add_analyze_command(subparsers) -> None:
 
 
 #: One ``add_<name>_command(subparsers)`` per subcommand, in --help order.
-COMMANDS = [add_derivatives_command, add_analyze_command]
+def add_fit_command(subparsers) -> None:
+    from .train.cli import add_fit_parser
+    add_fit_parser(subparsers)
+
+
+COMMANDS = [add_fit_command, add_derivatives_command, add_analyze_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -159,6 +159,9 @@ class BlockEigensystem:
     block by block, eigenpair by eigenpair, each block's eigenvalues ascending) and
     ``from_coefficients(c)`` gives ``Q c`` back. ``Q`` is orthogonal, so norms are equal
     in both coordinates and a trust region can be solved in the eigenbasis.
+
+    With positive eigenvalues it is a preconditioner (`dist_hess.train.subproblem.Preconditioner`):
+    ``matvec(v) = B v`` and ``solve(r) = B^{-1} r``, block by block.
     """
 
     def __init__(self, groups, eigenvalues, eigenvectors, n_params: int):
@@ -166,11 +169,12 @@ class BlockEigensystem:
         self.eigenvalue_blocks = [np.asarray(v, dtype=float) for v in eigenvalues]
         self.eigenvectors = [np.asarray(q, dtype=float) for q in eigenvectors]
         self.n_params = int(n_params)
+        self._flat = np.concatenate([v.reshape(-1) for v in self.eigenvalue_blocks])
 
     @property
     def eigenvalues(self) -> np.ndarray:
         """All eigenvalues, flat ``(t,)``, in coefficient order."""
-        return np.concatenate([v.reshape(-1) for v in self.eigenvalue_blocks])
+        return self._flat
 
     def with_eigenvalues(self, eigenvalue_blocks) -> "BlockEigensystem":
         """The same eigenvectors with modified eigenvalues (one ``(n_blocks, size)`` per group)."""
@@ -185,3 +189,11 @@ class BlockEigensystem:
         parts = [np.einsum("mae,me->ma", q, part)
                  for q, part in zip(self.eigenvectors, split_blocks(c, self.groups))]
         return join_blocks(parts, self.groups, self.n_params)
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        """``B v = Q diag(lambda) Q' v``."""
+        return self.from_coefficients(self.eigenvalues * self.to_coefficients(v))
+
+    def solve(self, r: np.ndarray) -> np.ndarray:
+        """``B^{-1} r = Q diag(1/lambda) Q' r`` (every eigenvalue must be positive)."""
+        return self.from_coefficients(self.to_coefficients(r) / self.eigenvalues)

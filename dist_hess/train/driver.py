@@ -9,7 +9,9 @@ Each iteration asks the step strategy for a trial step ``p`` with predicted redu
 (the round-off guard of Conn, Gould & Toint §17.4.2: when both reductions are at the
 level of the rounding error of ``E``, ``rho -> 1`` instead of noise). The globalisation
 rule (`TrustRegion`, N&W alg. 4.1; or `Damping`, trainlm) accepts or rejects and
-updates the radius or the damping. A rejected step is re-solved at the same point;
+updates the radius or the damping. The radius is measured in the norm the strategy
+reports with its step (``Step.norm``: ``||p||_M`` for a preconditioned solver, else
+the Euclidean norm); the history records Euclidean step lengths. A rejected step is re-solved at the same point;
 every trial is one iteration. A trial point where ``E`` overflows or is not finite is
 rejected (``rho = -inf``).
 
@@ -63,6 +65,8 @@ def _initial_weights(model, w0, n_params: int) -> np.ndarray:
         raise ValueError(f"w0 must have shape ({n_params},), got {w.shape}")
     if not np.all(np.isfinite(w)):
         raise ValueError("w0 has non-finite entries")
+    if hasattr(model, "project"):              # pruned weights start (and stay) at zero
+        w = np.asarray(model.project(w), dtype=float)
     return w
 
 
@@ -180,6 +184,9 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: TrustRegion | D
         t0 = time.perf_counter()
         step = strategy.solve(state)
         p = np.asarray(step.direction, dtype=float)
+        if hasattr(model, "project"):
+            # eigendecompositions and the hard case (p + tau z) may touch pruned entries
+            p = np.asarray(model.project(p), dtype=float)
         p_norm = float(np.linalg.norm(p))
         trial = state.w + p
         if p_norm == 0.0 or np.array_equal(trial, state.w):
@@ -193,8 +200,12 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: TrustRegion | D
         ratio = float(reduction_ratio(actual, step.model_decrease, state.value))
         accepted = bool(rule.accept(ratio))
         used_radius, used_damping = state.radius, state.damping
+        # The radius lives in the strategy's norm (||p||_M for a preconditioned solver);
+        # metric_scale converts it to a Euclidean length along this step, for the stall test.
+        tr_norm = p_norm if step.norm is None else float(step.norm)
+        metric_scale = p_norm / tr_norm if tr_norm > 0.0 else 1.0
         if trust_region:
-            new_radius, new_damping = rule.update(state.radius, ratio, p_norm, step.hits_boundary), None
+            new_radius, new_damping = rule.update(state.radius, ratio, tr_norm, step.hits_boundary), None
         else:
             new_radius, new_damping = None, rule.update(state.damping, accepted)
         iteration += 1
@@ -215,7 +226,7 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: TrustRegion | D
             status = Status.GTOL
         elif accepted and relative_decrease <= ftol:
             status, detail = Status.FTOL, f"relative decrease {relative_decrease:.3g} <= ftol {ftol:g}"
-        elif trust_region and rule.stalled(state.radius, state.w):
+        elif trust_region and rule.stalled(state.radius * metric_scale, state.w):
             status, detail = Status.STALLED, f"trust-region radius {state.radius:.3g} cannot move the weights"
         elif not trust_region and rule.stalled(state.damping):
             status, detail = Status.STALLED, f"damping {state.damping:.3g} above its maximum {rule.maximum:g}"

@@ -14,6 +14,7 @@ paying for it twice.
 """
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 
@@ -209,7 +210,27 @@ class DaskObjective(Objective):
 
 
 def make_objective(model, X, Y, *, client=None) -> Objective:
-    """`DaskObjective` when ``X`` or ``Y`` is a dask array or a client is given, else local."""
+    """Where the evaluations run (DESIGN.md §3, ``client=None`` is the embedded default).
+
+    `DaskObjective` when ``X`` or ``Y`` is a dask array or a client is given; with
+    ``client=None`` and in-memory data, also when a current client exists or when the
+    work ``n * t`` reaches `dist_hess.distributed.cluster.IN_PROCESS_WORK` (the
+    embedded local cluster); otherwise `LocalObjective` in this process. Data that are
+    neither numpy nor dask (e.g. zarr arrays) are read into memory for the local case.
+    """
     if client is not None or is_dask_array(X) or is_dask_array(Y):
         return DaskObjective(model, X, Y, client=client)
+    n = np.shape(X)[0] if X is not None else 0
+    if X is not None and hasattr(model, "check_data"):        # a dist_hess.Model
+        from dist_hess.distributed.cluster import IN_PROCESS_WORK, resolve_client
+        work = int(n) * int(model.n_params)
+        # a current client exists only if `distributed` was imported: don't import it here
+        if work >= IN_PROCESS_WORK or "distributed" in sys.modules:
+            resolved = resolve_client(None, work=work)
+            if resolved is not None:
+                return DaskObjective(model, X, Y, client=resolved)
+    if X is not None and not isinstance(X, np.ndarray):
+        X = np.asarray(X)
+    if Y is not None and not isinstance(Y, np.ndarray):
+        Y = np.asarray(Y)
     return LocalObjective(model, X, Y)

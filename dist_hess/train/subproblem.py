@@ -15,17 +15,26 @@ and returns a `SubproblemSolution` carrying ``model_decrease = -m(p) >= 0``, the
   eigenbasis), exactly, hard case included (N&W §4.3, eqs. 4.38-4.45).
 - `solve_damped_diagonal`: p = -(B + mu I)^{-1} g in an eigenbasis (Levenberg).
 - `steihaug_cg`: truncated conjugate gradients on Hessian-vector products
-  (N&W alg. 7.2, Steihaug 1983).
+  (N&W alg. 7.2, Steihaug 1983), optionally preconditioned by a positive-definite
+  ``M`` with the trust region in the norm ``||p||_M = sqrt(p'Mp)`` (Conn, Gould &
+  Toint 2000, alg. 7.5.1; N&W §7.2 "preconditioning").
+- `lanczos_trust_region`: the same subproblem solved on Krylov spaces by the
+  (preconditioned) Lanczos process, past the boundary and negative curvature (GLTR;
+  Gould, Lucidi, Roma & Toint 1999).
+- `damped_cg`: preconditioned CG on ``(B + mu M) p = -g`` (Levenberg-Marquardt in the
+  metric of ``M``), truncated at negative curvature.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from scipy.linalg import cho_solve, get_lapack_funcs, solve_triangular
 
-__all__ = ["SubproblemSolution", "solve_trust_region_exact", "solve_trust_region_diagonal",
-           "solve_damped_diagonal", "steihaug_cg", "boundary_roots"]
+__all__ = ["SubproblemSolution", "Preconditioner", "solve_trust_region_exact",
+           "solve_trust_region_diagonal", "solve_damped_diagonal", "steihaug_cg", "damped_cg",
+           "lanczos_trust_region", "boundary_roots"]
 
 EPS = np.finfo(float).eps
 #: Safeguard for the multiplier when Newton's update leaves its bracket (CGT eq. 7.3.14).
@@ -37,7 +46,9 @@ class SubproblemSolution:
     """``step`` p; ``model_decrease`` -m(p); ``hits_boundary`` whether ||p|| = radius;
     ``multiplier`` the shift lambda with (B + lambda I) p = -g (None if not applicable);
     ``iterations`` factorisations or CG iterations used; ``case`` one of ``interior``,
-    ``boundary``, ``hard``, ``negative_curvature``, ``damped``."""
+    ``boundary``, ``hard``, ``negative_curvature``, ``damped``; ``norm`` the step's
+    length in the norm of the trust region (``||p||_M`` for a preconditioned solver;
+    ``None``: the Euclidean norm)."""
 
     step: np.ndarray
     model_decrease: float
@@ -45,6 +56,15 @@ class SubproblemSolution:
     multiplier: float | None = None
     iterations: int = 0
     case: str = "interior"
+    norm: float | None = None
+
+
+class Preconditioner(Protocol):
+    """A symmetric positive-definite ``M``: ``matvec(v) = M v``, ``solve(r) = M^{-1} r``."""
+
+    def matvec(self, v: np.ndarray) -> np.ndarray: ...
+
+    def solve(self, r: np.ndarray) -> np.ndarray: ...
 
 
 def boundary_roots(z: np.ndarray, d: np.ndarray, radius: float) -> tuple[float, float]:
@@ -52,9 +72,13 @@ def boundary_roots(z: np.ndarray, d: np.ndarray, radius: float) -> tuple[float, 
 
     Requires ``||z|| <= radius`` and ``d != 0``; computed without cancellation.
     """
-    a = float(d @ d)
-    b = float(z @ d)                       # half the linear coefficient
-    c = float(z @ z) - radius * radius     # <= 0
+    return _quadratic_roots(float(d @ d), float(z @ d), float(z @ z) - radius * radius)
+
+
+def _quadratic_roots(a: float, b: float, c: float) -> tuple[float, float]:
+    """Roots of ``a tau^2 + 2 b tau + c`` for ``a > 0 >= c``: ``||z + tau d||^2 = radius^2``
+    in any inner product, with ``a = <d, d>``, ``b = <z, d>``, ``c = <z, z> - radius^2``."""
+    c = min(c, 0.0)
     root = np.sqrt(max(b * b - a * c, 0.0))
     q = -(b + np.copysign(root, b))        # |q| = |b| + root, no cancellation
     if q == 0.0:                           # z = 0 and radius = 0
@@ -274,46 +298,203 @@ def solve_damped_diagonal(eigenvalues, coefficients, damping: float) -> Subprobl
 
 # -- Steihaug-CG -------------------------------------------------------------------------------
 
-def steihaug_cg(hvp, g, radius: float, *, tol: float, max_iter: int) -> SubproblemSolution:
-    """Truncated CG for ``min m(p)`` s.t. ``||p|| <= radius`` (N&W alg. 7.2).
+class _Identity:
+    def matvec(self, v):
+        return v
 
-    ``hvp(v)`` returns ``B v``. Stops at the boundary (step too long or direction of
-    non-positive curvature, taking the boundary point of lower model value), or when
-    the residual ``||B p + g|| < tol``, or after ``max_iter`` products. The first
-    iterate is the Cauchy point, and m decreases monotonically after it, so
-    ``-m(p) >=`` the Cauchy decrease.
+    def solve(self, r):
+        return r
+
+
+def steihaug_cg(hvp, g, radius: float, *, tol: float, max_iter: int,
+                preconditioner: Preconditioner | None = None,
+                min_decrease: float = 0.0) -> SubproblemSolution:
+    """Truncated (preconditioned) CG for ``min m(p)`` s.t. ``||p||_M <= radius``.
+
+    N&W alg. 7.2 (Steihaug 1983); with a ``preconditioner`` ``M`` the trust region is
+    the ellipsoid ``p'Mp <= radius^2`` and the iteration is CGT alg. 7.5.1 (the
+    Steihaug-Toint method): CG on ``B p = -g`` preconditioned by ``M``, whose iterates
+    ``z_j`` grow monotonically in the ``M``-norm and decrease ``m`` monotonically.
+    Without one, ``M = I``.
+
+    ``hvp(v)`` returns ``B v``. Stops at the boundary (step too long, or a direction
+    of non-positive curvature, taking the boundary point of lower model value), when
+    the residual ``||B p + g|| < tol`` (Euclidean), or after ``max_iter`` products.
+    The first iterate is the (preconditioned) Cauchy point, so ``-m(p) >=`` its
+    decrease. ``norm`` of the result is ``||p||_M``.
+
+    The ``M``-norms are kept from ``M z`` and ``M d`` (one ``M`` product per
+    iteration), so a boundary crossing is located exactly in the ellipsoid's metric.
+
+    ``min_decrease``: after the first iteration, a direction of non-positive curvature
+    is followed to the boundary only if that adds at least this much to ``-m``;
+    otherwise the current iterate is returned. Strategies pass the rounding level of
+    ``E``: near a minimum with an exactly flat direction (e.g. the softmax's common
+    shift of the output biases) round-off alone can make ``d'Bd <= 0``, and a long
+    step that the acceptance test cannot check is not worth taking.
     """
+    M = _Identity() if preconditioner is None else preconditioner
     g = np.asarray(g, dtype=float)
     z = np.zeros_like(g)
+    Mz = np.zeros_like(g)
     r = g.copy()                      # residual B z + g
-    d = -r
-    rr = float(r @ r)
+    y = np.asarray(M.solve(r), dtype=float)
+    d = -y
+    ry = float(r @ y)
     model = 0.0                       # m(z)
-    if np.sqrt(rr) < tol:
-        return SubproblemSolution(z, 0.0, False, None, 0, "interior")
+    if np.linalg.norm(r) < tol:
+        return SubproblemSolution(z, 0.0, False, None, 0, "interior", 0.0)
     with np.errstate(under="ignore"):
         for j in range(1, max_iter + 1):
             Bd = np.asarray(hvp(d), dtype=float)
-            dBd = float(d @ Bd)
-            dr = float(d @ r)
+            Md = np.asarray(M.matvec(d), dtype=float)
+            dBd, dr = float(d @ Bd), float(d @ r)
+            dMd, zMd, zMz = float(d @ Md), float(z @ Md), float(z @ Mz)
             if dBd <= 0.0:            # negative curvature: to the boundary, best of both ends
-                t_minus, t_plus = boundary_roots(z, d, radius)
+                t_minus, t_plus = _quadratic_roots(dMd, zMd, zMz - radius * radius)
                 m_minus = model + t_minus * dr + 0.5 * t_minus * t_minus * dBd
                 m_plus = model + t_plus * dr + 0.5 * t_plus * t_plus * dBd
-                tau, model = (t_minus, m_minus) if m_minus < m_plus else (t_plus, m_plus)
-                return SubproblemSolution(z + tau * d, -model, True, None, j, "negative_curvature")
-            alpha = rr / dBd
-            z_next = z + alpha * d
-            if np.linalg.norm(z_next) >= radius:
-                _, tau = boundary_roots(z, d, radius)
+                tau, boundary_model = (t_minus, m_minus) if m_minus < m_plus else (t_plus, m_plus)
+                if j > 1 and model - boundary_model < min_decrease:
+                    return SubproblemSolution(z, -model, False, None, j, "interior",
+                                              np.sqrt(max(zMz, 0.0)))
+                return SubproblemSolution(z + tau * d, -boundary_model, True, None, j,
+                                          "negative_curvature", radius)
+            alpha = ry / dBd
+            if zMz + 2.0 * alpha * zMd + alpha * alpha * dMd >= radius * radius:
+                _, tau = _quadratic_roots(dMd, zMd, zMz - radius * radius)
                 model += tau * dr + 0.5 * tau * tau * dBd
-                return SubproblemSolution(z + tau * d, -model, True, None, j, "boundary")
+                return SubproblemSolution(z + tau * d, -model, True, None, j, "boundary", radius)
             model += alpha * dr + 0.5 * alpha * alpha * dBd
-            z = z_next
+            z = z + alpha * d
+            Mz = Mz + alpha * Md
             r = r + alpha * Bd
-            rr_next = float(r @ r)
-            if np.sqrt(rr_next) < tol:
-                return SubproblemSolution(z, -model, False, None, j, "interior")
-            d = -r + (rr_next / rr) * d
-            rr = rr_next
-    return SubproblemSolution(z, -model, False, None, max_iter, "interior")
+            if np.linalg.norm(r) < tol:
+                return SubproblemSolution(z, -model, False, None, j, "interior",
+                                          np.sqrt(max(float(z @ Mz), 0.0)))
+            y = np.asarray(M.solve(r), dtype=float)
+            ry_next = float(r @ y)
+            d = -y + (ry_next / ry) * d
+            ry = ry_next
+    return SubproblemSolution(z, -model, False, None, max_iter, "interior",
+                              np.sqrt(max(float(z @ Mz), 0.0)))
+
+
+def damped_cg(hvp, g, damping: float, *, tol: float, max_iter: int,
+              preconditioner: Preconditioner | None = None) -> SubproblemSolution:
+    """Preconditioned CG on ``(B + mu M) p = -g``: the Levenberg-Marquardt step in the
+    metric of ``M`` (``mu``: ``damping``; without a preconditioner ``M = I``).
+
+    ``B + mu M`` need not be positive definite: at a direction of non-positive
+    curvature CG stops with its current iterate, or, at the first iteration, with
+    ``p = -M^{-1} g / mu``, the minimiser of ``g'p + mu/2 p'Mp`` (which then decreases
+    ``m`` too, since ``d'Bd <= 0``). Stops when ``||(B + mu M) p + g|| < tol`` or after
+    ``max_iter`` products. ``model_decrease`` is measured on the undamped model
+    ``m(p) = g'p + 1/2 p'Bp``, as in `solve_damped_diagonal`.
+    """
+    M = _Identity() if preconditioner is None else preconditioner
+    if not damping >= 0:
+        raise ValueError(f"damping must be >= 0, got {damping}")
+    g = np.asarray(g, dtype=float)
+    z = np.zeros_like(g)
+    r = g.copy()                      # residual (B + mu M) z + g
+    y = np.asarray(M.solve(r), dtype=float)
+    d = -y
+    ry = float(r @ y)
+    model = 0.0                       # undamped m(z)
+    if np.linalg.norm(r) < tol:
+        return SubproblemSolution(z, 0.0, False, damping, 0, "damped")
+    with np.errstate(under="ignore"):
+        for j in range(1, max_iter + 1):
+            Bd = np.asarray(hvp(d), dtype=float)
+            Md = np.asarray(M.matvec(d), dtype=float)
+            dBd = float(d @ Bd)
+            curvature = dBd + damping * float(d @ Md)
+            if curvature <= 0.0:
+                if j == 1 and damping > 0.0:
+                    p = d / damping
+                    return SubproblemSolution(p, -(float(g @ p) + 0.5 * dBd / damping ** 2),
+                                              False, damping, j, "negative_curvature")
+                return SubproblemSolution(z, -model, False, damping, j, "negative_curvature")
+            alpha = ry / curvature
+            # undamped model along z + alpha d: g'd alpha + alpha z'Bd + alpha^2/2 d'Bd
+            model += alpha * float(g @ d) + alpha * float(z @ Bd) + 0.5 * alpha * alpha * dBd
+            z = z + alpha * d
+            r = r + alpha * (Bd + damping * Md)
+            if np.linalg.norm(r) < tol:
+                return SubproblemSolution(z, -model, False, damping, j, "damped")
+            y = np.asarray(M.solve(r), dtype=float)
+            ry_next = float(r @ y)
+            d = -y + (ry_next / ry) * d
+            ry = ry_next
+    return SubproblemSolution(z, -model, False, damping, max_iter, "damped")
+
+
+# -- Lanczos (GLTR) ------------------------------------------------------------------------------
+
+def lanczos_trust_region(hvp, g, radius: float, *, tol: float, max_iter: int,
+                         preconditioner: Preconditioner | None = None) -> SubproblemSolution:
+    """The trust-region subproblem ``min m(p)`` s.t. ``||p||_M <= radius`` on Krylov spaces.
+
+    The generalised Lanczos trust-region method (GLTR; Gould, Lucidi, Roma & Toint 1999;
+    CGT alg. 7.5.2 and §5.2 for the preconditioned Lanczos process): the Lanczos process on
+    ``B`` in the ``M`` inner product builds ``Q_j = [q_1..q_j]`` with ``Q_j'MQ_j = I`` and
+    ``Q_j'BQ_j = T_j`` tridiagonal, ``q_1 = M^{-1}g / gamma``, ``gamma = ||g||_{M^{-1}}``;
+    the step is ``p = Q_j h`` with ``h`` the exact minimiser of ``gamma h_1 + 1/2 h'T_j h``
+    s.t. ``||h|| <= radius`` (`solve_trust_region_diagonal` on the eigenpairs of ``T_j``,
+    hard case included), so ``||p||_M = ||h||``. While ``T_j`` is positive definite and the
+    step interior, the iterates are those of preconditioned CG; unlike Steihaug-CG, the
+    iteration goes on after reaching the boundary or meeting negative curvature, and
+    converges to the solution of the full subproblem.
+
+    Stops when the residual of the shifted system,
+    ``||(B + lambda M) p + g||_{M^{-1}} = beta_{j+1} |h_j|``, is at most ``tol`` times
+    ``gamma / ||g||`` (``tol`` is given for the Euclidean norm of ``g``, as in
+    `steihaug_cg`), when the Krylov space is invariant, or after ``max_iter`` products.
+    The Lanczos vectors are kept (``2 j t`` numbers) for the step and for full
+    re-orthogonalisation in the ``M`` inner product.
+    """
+    from scipy.linalg import eigh_tridiagonal
+
+    M = _Identity() if preconditioner is None else preconditioner
+    g = np.asarray(g, dtype=float)
+    g_norm = float(np.linalg.norm(g))
+    if g_norm < tol or g_norm == 0.0:
+        return SubproblemSolution(np.zeros_like(g), 0.0, False, 0.0, 0, "interior", 0.0)
+    y = np.asarray(M.solve(g), dtype=float)
+    gamma = np.sqrt(max(float(g @ y), 0.0))
+    if not gamma > 0.0:
+        raise ValueError("the preconditioner is not positive definite")
+    tol_m = tol * gamma / g_norm
+    Q, U = [], []                          # q_i and u_i = M q_i
+    alphas, betas = [], []
+    q, u = y / gamma, g / gamma
+    sol = h = None
+    with np.errstate(under="ignore"):
+        for j in range(1, max_iter + 1):
+            Q.append(q)
+            U.append(u)
+            Bq = np.asarray(hvp(q), dtype=float)
+            alpha = float(q @ Bq)
+            r = Bq - alpha * u
+            if j > 1:
+                r -= betas[-1] * U[-2]
+            Qm = np.asarray(Q)
+            r -= np.asarray(U).T @ (Qm @ r)          # re-orthogonalise: q_i'M (M^{-1} r) = q_i'r
+            alphas.append(alpha)
+            lam, V = eigh_tridiagonal(np.asarray(alphas), np.asarray(betas)) if j > 1 else \
+                (np.asarray(alphas), np.ones((1, 1)))
+            sol = solve_trust_region_diagonal(lam, gamma * V[0], radius)
+            h = V @ sol.step
+            y = np.asarray(M.solve(r), dtype=float)
+            beta = np.sqrt(max(float(r @ y), 0.0))
+            if beta * abs(h[-1]) <= tol_m or beta <= 1e-14 * (abs(alpha) + gamma) or j == max_iter:
+                break
+            betas.append(beta)
+            q, u = y / beta, r / beta
+    p = np.asarray(Q).T @ h
+    case = "interior" if not sol.hits_boundary else ("hard" if sol.case == "hard" else "boundary")
+    if sol.hits_boundary and lam[0] <= 0.0 and case != "hard":
+        case = "negative_curvature"
+    return SubproblemSolution(p, sol.model_decrease, sol.hits_boundary, sol.multiplier, j, case,
+                              float(np.linalg.norm(h)))

@@ -1,0 +1,152 @@
+"""``dist-hess fit`` (`dist_hess.train.cli`) and the bundled data sets.
+
+In-process through a small argparse (fast); the real command as a subprocess writing a
+store that `dist_hess.open_store` reads (slow).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+import dist_hess as dh
+from dist_hess.train import datasets
+from dist_hess.train.cli import add_fit_parser, main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = os.path.join(REPO, "examples", "models")
+
+SPEC = {"inputs": 4, "layers": [{"type": "dense", "units": 3, "activation": "tanh"},
+                                {"type": "dense", "units": 3, "activation": "identity", "sources": [1, 0]}],
+        "loss": "softmax_cross_entropy", "penalty": {"type": "l2", "lambda": 0.1}}
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="dist-hess")
+    add_fit_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------- data sets
+
+@pytest.mark.parametrize(("name", "shape", "dtype", "classes"), [
+    ("diabetes", (442, 10), np.float64, None), ("breast_cancer", (569, 30), np.float64, 2),
+    ("digits", (1797, 64), np.int64, 10), ("iris", (150, 4), np.int64, 3),
+    ("wine", (178, 13), np.int64, 3)])
+def test_bundled_data_sets_are_standardised(name, shape, dtype, classes):
+    X, Y = datasets.load_sklearn(f"sklearn:{name}")
+    assert X.shape == shape and Y.shape == (shape[0],) and Y.dtype == dtype
+    np.testing.assert_allclose(X.mean(axis=0), 0.0, atol=1e-12)
+    scale = X.std(axis=0)
+    np.testing.assert_allclose(scale[scale > 0], 1.0, rtol=1e-12)      # digits: blank pixels are 0
+    if classes is None:
+        assert Y.mean() == pytest.approx(0.0, abs=1e-12) and Y.std() == pytest.approx(1.0)
+    else:
+        assert set(np.unique(Y)) == set(range(classes))
+    np.testing.assert_array_equal(datasets.load_sklearn(name)[0], X)     # prefix optional
+
+
+def test_unknown_data_set_names_the_known_ones():
+    with pytest.raises(ValueError, match="sklearn:diabetes"):
+        datasets.load_sklearn("sklearn:mnist")
+
+
+def test_other_data_go_to_the_cli_loader(tmp_path):
+    X = np.arange(12.0).reshape(4, 3)
+    np.savez(tmp_path / "d.npz", X=X, Y=np.ones(4))
+    got, _ = datasets.load_dataset(str(tmp_path / "d.npz"))
+    np.testing.assert_array_equal(got, X)
+    assert not datasets.is_sklearn_name(str(tmp_path / "d.npz"))
+
+
+# ---------------------------------------------------------------- in process
+
+def test_fit_parser_defaults_and_choices():
+    args = parse(["fit", "m.json", "sklearn:iris", "--out", "r.zarr"])
+    assert (args.method, args.max_iter, args.gtol, args.seed) == ("block-newton", 200, 1e-6, 0)
+    assert args.checkpoint is None and args.scheduler is None and args.workers is None
+    for bad in (["--method", "sgd"], ["--max-iter", "-1"], ["--workers", "0"],
+                ["--scheduler", "tcp://x:1", "--workers", "2"], ["--curvature", "hessian:diag"]):
+        with pytest.raises(SystemExit):
+            parse(["fit", "m.json", "d.npz", "--out", "r.zarr", *bad])
+
+
+@pytest.mark.parametrize("method", ["newton", "block-newton"])
+def test_fit_writes_a_store_with_the_history(tmp_path, capsys, method):
+    (tmp_path / "model.json").write_text(json.dumps(SPEC))
+    out = tmp_path / "run.zarr"
+    status = main(["fit", str(tmp_path / "model.json"), "sklearn:iris", "--method", method,
+                   "--out", str(out), "--curvature", "gauss_newton:full", "--seed", "1"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    lines = [line for line in printed.splitlines() if "|grad|" in line]
+    assert lines and all("loss" in line and "radius" in line and " s" in line for line in lines)
+    assert "gtol" in printed and f"wrote {out}" in printed
+
+    store = dh.open_store(out)
+    model = dh.Model.from_dict(SPEC)
+    X, Y = datasets.load_sklearn("iris")
+    fit = store.attrs["fit"]
+    assert fit["method"] == method and fit["status"] == "gtol" and fit["converged"]
+    assert fit["n_iter"] == len(fit["history"]) == len(lines)
+    assert store.n_examples == 150 and store.value == pytest.approx(fit["value"], rel=1e-12)
+    reference = dh.fit(model, X, Y, w0=model.init(seed=1), method=method, max_iter=200)
+    np.testing.assert_allclose(store.weights, reference.w, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(store.gradient, model.gradient(store.weights, X, Y), rtol=1e-12)
+    assert np.linalg.norm(store.gradient) < 1e-6
+    for got, want in zip(store.curvature("hessian", "row"),
+                         model.curvature(store.weights, X, Y, structure="row")):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert ("gauss_newton", "full") in store.curvatures
+
+
+def test_fit_reads_csv_with_a_target_and_resumes_from_a_checkpoint(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 2))
+    y = X @ [1.0, -2.0] + 0.5
+    np.savetxt(tmp_path / "d.csv", np.c_[X, y], delimiter=",", header="a,b,price", comments="")
+    (tmp_path / "m.json").write_text(json.dumps({"inputs": 2, "layers": [
+        {"type": "dense", "units": 1, "activation": "identity"}], "loss": "squared"}))
+    argv = ["fit", str(tmp_path / "m.json"), str(tmp_path / "d.csv"), "--target", "price",
+            "--method", "lm", "--out", str(tmp_path / "r.zarr"),
+            "--checkpoint", str(tmp_path / "ckpt.zarr"), "--quiet"]
+    assert main(argv + ["--max-iter", "1"]) == 0
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "|grad|" not in printed and "gtol" in printed
+    store = dh.open_store(tmp_path / "r.zarr")
+    np.testing.assert_allclose(store.weights, [0.5, 1.0, -2.0], atol=1e-8)
+    assert store.attrs["fit"]["history"][0]["iteration"] == 1        # resumed: history kept
+
+
+def test_fit_reports_user_errors_in_one_line(tmp_path, capsys):
+    (tmp_path / "m.json").write_text(json.dumps(SPEC))
+    assert main(["fit", str(tmp_path / "m.json"), "sklearn:nope", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dist-hess fit: error:") and "sklearn:iris" in err
+
+
+# ---------------------------------------------------------------- as a subprocess
+
+@pytest.mark.slow
+def test_fit_command_by_subprocess_writes_a_readable_store(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dist_hess.train.cli", "fit", os.path.join(MODELS, "breast_cancer.json"),
+         "sklearn:breast_cancer", "--method", "newton", "--out", "bc.zarr"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "gtol" in proc.stdout and "wrote bc.zarr" in proc.stdout
+    store = dh.open_store(tmp_path / "bc.zarr")
+    assert store.attrs["fit"]["converged"] and np.linalg.norm(store.gradient) < 1e-6
+    assert store.model.to_dict() == dh.Model.from_json(os.path.join(MODELS, "breast_cancer.json")).to_dict()
+    X, Y = datasets.load_sklearn("breast_cancer")
+    assert store.value == pytest.approx(store.model.value(store.weights, X, Y), rel=1e-12)
+    assert zarr.open_group(str(tmp_path / "bc.zarr"), mode="r").attrs["complete"] is True
