@@ -52,7 +52,11 @@ def _load_csv(path: str, target: list[str] | None):
 
 def load_data(path: str, target: list[str] | None = None):
     """``(X, Y)`` from ``.npz`` (arrays X, Y), ``.csv`` (header row; ``target``
-    names the Y columns, the rest are X) or a zarr group (arrays X, Y, read lazily)."""
+    names the Y columns, the rest are X), a zarr group (arrays X, Y, read lazily), or a
+    data set bundled with scikit-learn, ``sklearn:NAME`` (diabetes, breast_cancer, digits, ...)."""
+    from .train.datasets import is_sklearn_name, load_sklearn
+    if is_sklearn_name(path):
+        return load_sklearn(path)
     if path.endswith(".npz"):
         with np.load(path) as data:
             missing = {"X", "Y"} - set(data.files)
