@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .activations import Activation, get_activation
+from .jsonio import dump_json
 from .layers import Propagation, get_layer_type
 from .losses import Loss, _check_finite, get_loss
 from .penalties import Penalty, parse_penalty
@@ -174,11 +175,7 @@ class Model:
                 "penalty": None if self.penalty is None else self.penalty.to_dict()}
 
     def to_json(self, path=None):
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path)
 
     def __repr__(self):
         arch = "-".join(str(s) for s in self.sizes)

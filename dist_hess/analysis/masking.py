@@ -31,10 +31,10 @@ mask, a :class:`MaskedModel` otherwise).
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 
+from ..jsonio import dump_json
 from ..model import Model
 
 __all__ = ["MaskedModel", "model_from_dict", "split_mask", "free_mask"]
@@ -134,11 +134,7 @@ class MaskedModel:
         return spec
 
     def to_json(self, path=None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path)
 
     @classmethod
     def from_dict(cls, spec: dict) -> "MaskedModel":

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import warnings
 from dataclasses import asdict, dataclass
@@ -37,8 +36,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import special
 
-from .covariance import (LOADING_TOL, RCOND, covariance as compute_covariance, hessian_blocks,
-                         pseudo_inverse)
+from ..jsonio import dump_json
+from .covariance import LOADING_TOL, RCOND, hessian_blocks, pseudo_inverse
+from .covariance import covariance as compute_covariance
 from .groups import parameter_name, unit_group
 from .masking import MaskedModel, base_model, free_mask
 from .source import loss_sum, resolve
@@ -231,11 +231,7 @@ class PruningPath:
                 "stop_reason": self.stop_reason, "steps": [s.to_dict() for s in self.steps]}
 
     def to_json(self, path=None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path)
 
     def to_csv(self, path=None) -> str:
         return path_to_csv(self.to_dict(), path)

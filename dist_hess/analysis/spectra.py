@@ -16,13 +16,13 @@ Pruned parameters are left out: the spectra are those of the free block.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
 
+from ..jsonio import dump_json
 from .covariance import block_indices, hessian_blocks
 from .source import resolve
 
@@ -137,11 +137,7 @@ class Spectra:
                 "full": None if self.full is None else self.full.to_dict(), "notes": self.notes}
 
     def to_json(self, path=None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path)
 
     def summary_rows(self) -> list[dict]:
         """One dict per block family: min/max eigenvalue, condition, negative count."""

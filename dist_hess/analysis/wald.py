@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import special
 
-from .covariance import RCOND, covariance as compute_covariance, residual_df
+from ..jsonio import dump_json
+from .covariance import RCOND, residual_df
+from .covariance import covariance as compute_covariance
 from .groups import parameter_names, parse_group
 from .source import resolve
 
@@ -139,11 +140,7 @@ class WaldTable:
                 "loss": self.loss, "parameters": self.rows()}
 
     def to_json(self, path=None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            with open(path, "w") as f:
-                f.write(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path)
 
     def to_csv(self, path=None) -> str:
         """CSV text (and written to ``path`` when given); empty cells for pruned parameters."""
