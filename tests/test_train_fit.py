@@ -48,14 +48,60 @@ def test_rosenbrock_converges_to_its_minimum(method, globalization):
     np.testing.assert_allclose(result.w, [1.0, 1.0], atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["newton", "newton-cg", "lm"])
-def test_chained_rosenbrock_converges(method):
-    """Six coupled parameters in two layers (block methods only crawl here: the blocks
-    leave out the coupling, so they are tested where the blocks carry it)."""
+@pytest.mark.parametrize(("method", "options"), [
+    ("newton", None), ("newton-cg", None), ("lm", None), ("block-newton", None),
+    ("block-newton", {"solver": "lanczos"})],
+    ids=["newton", "newton-cg", "lm", "block-newton", "block-newton-lanczos"])
+def test_chained_rosenbrock_converges(method, options):
+    """Six coupled parameters in two layers: the row blocks leave out the coupling, which
+    block-newton's CG recovers from Hessian-vector products."""
     model = Rosenbrock(shapes=[(2, 2), (1, 2)], start=np.linspace(0.4, 1.3, 6))
-    result = fit(model, None, None, method=method, max_iter=300)
+    result = fit(model, None, None, method=method, max_iter=300, options=options)
     assert result.converged and result.gradient_norm < 1e-6
     np.testing.assert_allclose(result.w, np.ones(6), atol=1e-5)
+
+
+def test_pure_block_step_crawls_where_the_coupling_matters():
+    """The reason block-newton preconditions CG instead of stepping with the blocks alone."""
+    model = Rosenbrock(shapes=[(2, 2), (1, 2)], start=np.linspace(0.4, 1.3, 6))
+    coupled = fit(model, None, None, method="block-newton", max_iter=300)
+    alone = fit(model, None, None, method="block-newton", max_iter=coupled.n_iter,
+                options={"solver": "block"})
+    assert coupled.converged and not alone.converged
+
+
+@pytest.mark.parametrize("name", ["quadratic", "exp_linear", "logistic_regression",
+                                  "linear_regression_2out", "rosenbrock2"])
+@pytest.mark.parametrize("options", [{"solver": "block"}, {"solver": "lanczos"},
+                                     {"modification": "shift"}, {"max_cg_iter": 2}],
+                         ids=["block", "lanczos", "shift", "two_products"])
+def test_block_newton_options_reach_the_gradient_tolerance(name, options):
+    model, X, Y = PROBLEMS[name]
+    result = fit(model, X, Y, method="block-newton", options=options, max_iter=300)
+    assert result.converged and result.gradient_norm < 1e-6
+
+
+def test_the_radius_lives_in_the_norm_the_strategy_reports():
+    """A step reporting ``norm`` (||p||_M) has its radius updated in that norm."""
+    from dist_hess.train.driver import minimize
+    from dist_hess.train.objective import LocalObjective
+    from dist_hess.train.strategies import Step, StepStrategy
+
+    class Scaled(StepStrategy):
+        """Gradient steps of M-norm ``radius`` with ``M = 4 I`` (so ||p||_M = 2 ||p||)."""
+        name, globalizations = "scaled", ("trust-region",)
+
+        def solve(self, state):
+            p = -state.gradient / np.linalg.norm(state.gradient) * state.radius / 2.0
+            return Step(p, -float(state.gradient @ p) - 2.0 * float(p @ p), True, norm=state.radius)
+
+    model, X, Y = PROBLEMS["quadratic"]
+    result = minimize(LocalObjective(model, X, Y), Scaled(), TrustRegion(initial_radius=100.0),
+                      max_iter=3)
+    first = result.history[0]
+    assert first.step_norm == pytest.approx(50.0)           # Euclidean, in the record
+    assert not first.accepted and first.ratio < 0.25         # far past the minimum
+    assert result.history[1].radius == pytest.approx(25.0)   # 0.25 * ||p||_M, not 0.25 * ||p||
 
 
 @pytest.mark.parametrize("structure", ["row", "layer", "full"])
@@ -242,6 +288,9 @@ def test_reduction_ratio_is_robust_at_round_off_level():
     ({"method": "newton", "structure": "row"}, ValueError, "full"),
     ({"method": "newton-cg", "structure": "row"}, ValueError, "no structure"),
     ({"method": "block-newton", "structure": "diagonal"}, ValueError, "structure"),
+    ({"method": "block-newton", "options": {"solver": "exact"}}, ValueError, "solver"),
+    ({"method": "block-newton", "options": {"max_cg_iter": 0}}, ValueError, "max_cg_iter"),
+    ({"method": "lm", "options": {"switch_after": 0}}, ValueError, "switch_after"),
     ({"method": "newton", "options": {"radius": 2.0}}, TypeError, "bad options"),
     ({"method": "newton", "max_iter": -1}, ValueError, "max_iter"),
     ({"method": "newton", "w0": np.zeros(3)}, ValueError, "w0"),

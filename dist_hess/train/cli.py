@@ -47,7 +47,7 @@ attrs["fit"].
 """
 
 
-class FitCommandError(Exception):
+class FitCommandError(ValueError):
     """A user error: reported as one line, exit status 1."""
 
 
@@ -253,7 +253,12 @@ def run_fit(args) -> int:
     seconds = time.perf_counter() - start
     print(f"{result.method}: {result.status} after {result.n_iter} iterations in {seconds:.2f} s: "
           f"{result.message}", flush=True)
-    print(f"final loss {result.value:.12g}, gradient norm {result.gradient_norm:.3e}; "
+    fitted = ""
+    if client is None:
+        from .report import score
+        name, value = score(model, result.w, X, Y)
+        fitted = f", training {name} {value:.4f}"
+    print(f"final loss {result.value:.12g}, gradient norm {result.gradient_norm:.3e}{fitted}; "
           f"wrote {args.out} (weights, value, gradient, "
           f"{', '.join(f'{k}:{s}' for k, s in curvature)}, attrs['fit'])", flush=True)
     if not math.isfinite(result.value):

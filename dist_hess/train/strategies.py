@@ -13,10 +13,14 @@ method             step                                          globalisation
                    subproblem (N&W alg. 4.3, Moré-Sorensen)
 ``newton-cg``      Steihaug-CG on exact Hessian-vector           trust region
                    products (N&W alg. 7.2)
-``block-newton``   row or layer blocks of the exact Hessian,     trust region (default)
-                   each shifted to be positive definite          or damping
+``block-newton``   Steihaug-CG on exact Hessian-vector           trust region in the
+                   products preconditioned by the row or layer   preconditioner's norm
+                   blocks made positive definite (CGT alg.       (default) or damping
+                   7.5.1); or the pure block step
 ``lm``             Gauss-Newton matrix (full or blocks)          damping (trainlm)
-                   + mu I, Levenberg-Marquardt
+                   + mu I, Levenberg-Marquardt; damped exact
+                   Hessian near a large-residual minimum
+                   (Madsen-Nielsen-Tingleff hybrid)
 =================  ============================================  ======================
 """
 from __future__ import annotations
@@ -233,6 +237,9 @@ class BlockNewton(StepStrategy):
       ``forcing_exponent`` 1/2, quadratically with 1) while each iteration costs one
       evaluation of the blocks and a few products (``max_cg_iter``, default ``t``).
       CG stops at residual ``min(1/2, ||g||^forcing_exponent) ||g||``.
+    - ``"lanczos"``: the same model and ellipsoid, solved by the generalised Lanczos
+      method (GLTR, `lanczos_trust_region`), which goes on past the boundary and
+      negative curvature towards the subproblem's solution on the Krylov space.
     - ``"block"``: the pure block step, ``M`` taken as the model (``m(p) = g'p +
       1/2 p'Mp``): under a trust region solved exactly in the blocks' eigenbasis (one
       multiplier for all blocks, `solve_trust_region_diagonal`), under damping
