@@ -268,21 +268,10 @@ def run_fit(args) -> int:
 
 # ---------------------------------------------------------------- stand-alone entry point
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dist_hess.train.cli")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_fit_parser(sub)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dist_hess.train.cli fit ...`` (until ``dist-hess fit`` is wired in)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (FitCommandError, ValueError, ConnectionError, FileNotFoundError) as err:
-        print(f"dist-hess {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    """``python -m dist_hess.train.cli fit ...``: the same as ``dist-hess fit ...``."""
+    from ..cli import main as dist_hess_main
+    return dist_hess_main(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
