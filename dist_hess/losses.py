@@ -40,6 +40,11 @@ class Loss:
         _check_finite(Y, "Y")
         return Y
 
+    def mean(self, out) -> np.ndarray:
+        """The prediction the loss's model makes from the network output (inverse link):
+        identity unless overridden (``(n, c) -> (n, c)``)."""
+        return out
+
     def value(self, out, Y) -> np.ndarray:   # (n,)
         raise NotImplementedError
 
@@ -145,6 +150,10 @@ class SoftmaxCrossEntropy(Loss):
         lse = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         return shifted - lse
 
+    def mean(self, out):
+        """Class probabilities ``softmax(out)``."""
+        return np.exp(self._log_softmax(out))
+
     def value(self, out, Y):
         # sum_c y_c (logsumexp(x) - x_c); y rows sum to one.
         return -np.einsum("nc,nc->n", Y, self._log_softmax(out))
@@ -196,6 +205,10 @@ class BinaryCrossEntropy(Loss):
         if np.any(bad):
             raise ValueError(f"binary_cross_entropy targets must be 0 or 1, got {Y[bad][0]}")
         return Y
+
+    def mean(self, out):
+        """Probabilities ``logistic(out)``."""
+        return _logistic(out)
 
     def value(self, out, Y):
         return (_softplus(out) - Y * out).sum(axis=1)

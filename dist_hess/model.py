@@ -244,6 +244,26 @@ class Model:
         """``E(W) = sum_i g(x^m_i, y_i) + pen(W)``."""
         return float(self._sums(w, X, Y, value=True, gradient=False)["value"])
 
+    def predict(self, w, X, *, output: str = "mean", chunk_rows: int = 65536) -> np.ndarray:
+        """Predictions for the rows of ``X``, ``(n, c)``, by forward passes over row chunks.
+
+        ``output="mean"`` (default): the loss's prediction from the network output
+        (squared: the output itself; softmax_cross_entropy: class probabilities;
+        binary_cross_entropy: probabilities). ``output="raw"``: the network output
+        ``x^m`` the loss reads (logits for the cross-entropies).
+        """
+        from .engine.forward import forward
+        if output not in ("mean", "raw"):
+            raise ValueError(f"output must be 'mean' or 'raw', got {output!r}")
+        if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, numbers.Integral) or chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be an integer >= 1, got {chunk_rows!r}")
+        Ws = self.unpack(self.check_weights(w))
+        X = self.check_inputs(X)
+        parts = [forward(self, Ws, X[i:i + chunk_rows], order=0).x[-1]
+                 for i in range(0, X.shape[0], chunk_rows)] or [np.empty((0, self.sizes[-1]))]
+        out = np.concatenate(parts, axis=0)
+        return self.loss.mean(out) if output == "mean" else out
+
     def gradient(self, w, X, Y) -> np.ndarray:
         """``dE/dW`` by one forward and one backward (Lagrangian) pass, seed eqs. (7)-(9)."""
         return self._sums(w, X, Y, value=False, gradient=True)["gradient"]

@@ -62,7 +62,7 @@ def laplace_predict(source, X_new, *, structure: str = "full", kind: str = "gaus
     s2 = noise_variance(fitted) if model.loss.name == "squared" else None
     scale = 1.0 if s2 is None else s2
     X_new = model.check_inputs(X_new)
-    f = _outputs(model, fitted.w, X_new)
+    f = model.predict(fitted.w, X_new, output="raw")
     J = output_jacobian(model, fitted.w, X_new)                  # (n, c, t)
     n, c, _ = J.shape
     C = np.zeros((n, c, c))
@@ -83,7 +83,3 @@ def laplace_predict(source, X_new, *, structure: str = "full", kind: str = "gaus
         out.probabilities = e / e.sum(axis=1, keepdims=True)
     return out
 
-
-def _outputs(model, w, X):
-    from ..engine.forward import forward
-    return forward(model, model.unpack(w), X, order=0).x[-1]

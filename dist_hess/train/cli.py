@@ -105,8 +105,8 @@ def add_fit_parser(subparsers) -> argparse.ArgumentParser:
                         "Gauss-Newton matrix, switching to the exact Hessian near a minimum")
     p.add_argument("--structure", choices=_STRUCTURES,
                    help="blocks used by block-newton (default row) or lm (default full)")
-    p.add_argument("--max-iter", type=_non_negative_int, default=200, metavar="N",
-                   help="at most N iterations, rejected trial steps included (default 200)")
+    p.add_argument("--max-iter", type=_non_negative_int, default=500, metavar="N",
+                   help="at most N iterations, rejected trial steps included (default 500)")
     p.add_argument("--gtol", type=_non_negative_float, default=1e-6, metavar="G",
                    help="stop when the gradient norm is at most G (default 1e-6)")
     p.add_argument("--max-time", type=_non_negative_float, metavar="SECONDS",

@@ -71,7 +71,7 @@ def _initial_weights(model, w0, n_params: int) -> np.ndarray:
 
 
 def fit(model, X, Y, *, w0=None, method: str = "block-newton", client=None,
-        max_iter: int = 100, gtol: float = 1e-6, ftol: float = 1e-14,
+        max_iter: int = 500, gtol: float = 1e-6, ftol: float = 1e-14,
         max_time: float | None = None, checkpoint=None, callback=None, verbose: bool = False,
         kind: str | None = None, structure: str | None = None, globalization=None,
         options: dict | None = None) -> FitResult:
@@ -92,7 +92,7 @@ def fit(model, X, Y, *, w0=None, method: str = "block-newton", client=None,
         Gauss-Newton matrix, full or blocks). See `dist_hess.train.strategies`.
     max_iter
         Limit on iterations, counting every trial step and the iterations of a run
-        resumed from ``checkpoint``.
+        resumed from ``checkpoint`` (default 500).
     gtol, ftol
         Stop when ``||grad E|| <= gtol``, or when an accepted step decreases ``E`` by
         at most ``ftol * max(|E|, 1)`` (both count as converged; ``ftol=0`` disables).
@@ -138,7 +138,7 @@ def _check_limits(max_iter, gtol, ftol, max_time):
 
 
 def minimize(objective: Objective, strategy: StepStrategy, rule: TrustRegion | Damping, *,
-             w0=None, max_iter: int = 100, gtol: float = 1e-6, ftol: float = 1e-14,
+             w0=None, max_iter: int = 500, gtol: float = 1e-6, ftol: float = 1e-14,
              max_time: float | None = None, checkpoint=None, callback=None,
              verbose: bool = False) -> FitResult:
     """The driver loop on an `Objective` (see the module docstring); `fit` builds its arguments."""
