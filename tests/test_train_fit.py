@@ -196,6 +196,12 @@ def test_history_records_every_iteration():
     assert last.value == result.value and last.gradient_norm == result.gradient_norm
     accepted_values = [r.value for r in result.history if r.accepted]
     assert accepted_values == sorted(accepted_values, reverse=True)
+    assert last["value"] == last.value and last["step_length"] == last.step_norm
+    with pytest.raises(KeyError, match="step_length"):
+        last["loss"]
+    assert (result.x is result.w, result.fun, result.nit, result.success) == \
+        (True, result.value, result.n_iter, result.converged)
+    assert result.jac is result.gradient
 
 
 def test_trust_region_radius_follows_the_ratio():

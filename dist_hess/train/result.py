@@ -60,6 +60,17 @@ class IterationRecord:
     damping: float | None = None
     seconds: float = 0.0
 
+    @property
+    def step_length(self) -> float:
+        """The Euclidean length of the trial step (``step_norm``)."""
+        return self.step_norm
+
+    def __getitem__(self, name: str):
+        """``record["value"]`` as well as ``record.value`` (every field, ``step_length``)."""
+        if name in _RECORD_KEYS:
+            return getattr(self, name)
+        raise KeyError(f"{name!r}; an iteration record has {sorted(_RECORD_KEYS)}")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         for name in ("value", "gradient_norm", "step_norm", "ratio", "radius", "damping", "seconds"):
@@ -75,6 +86,9 @@ class IterationRecord:
         if unknown:
             raise ValueError(f"unknown iteration record fields {sorted(unknown)}")
         return cls(**d)
+
+
+_RECORD_KEYS = frozenset(f.name for f in fields(IterationRecord)) | {"step_length"}
 
 
 @dataclass
@@ -103,6 +117,13 @@ class FitResult:
     @property
     def converged(self) -> bool:
         return Status(self.status).converged
+
+    # scipy.optimize.OptimizeResult's names, for code written against scipy
+    x = property(lambda self: self.w, doc="``w`` (scipy's name)")
+    fun = property(lambda self: self.value, doc="``value`` (scipy's name)")
+    jac = property(lambda self: self.gradient, doc="``gradient`` (scipy's name)")
+    nit = property(lambda self: self.n_iter, doc="``n_iter`` (scipy's name)")
+    success = property(lambda self: self.converged, doc="``converged`` (scipy's name)")
 
     def __repr__(self) -> str:
         return (f"FitResult(method={self.method!r}, status={str(self.status)!r}, "
