@@ -17,7 +17,7 @@ import pytest
 from scipy.optimize import minimize_scalar
 from scipy.stats import ortho_group
 
-from dist_hess.train.subproblem import (boundary_roots, solve_damped_diagonal,
+from dist_hess.train.subproblem import (boundary_roots, solve_damped_dense, solve_damped_diagonal,
                                         solve_trust_region_diagonal, solve_trust_region_exact,
                                         steihaug_cg)
 
@@ -173,6 +173,27 @@ def test_damped_step_solves_the_shifted_system():
     assert sol.model_decrease == pytest.approx(-(gamma @ sol.step + 0.5 * np.sum(lam * sol.step ** 2)))
     singular = solve_damped_diagonal(lam, gamma, 0.0)          # pseudo-inverse on lambda = 0
     np.testing.assert_allclose(singular.step, [0.0, -1.0, 0.25])
+
+
+def test_dense_damped_step_is_the_levenberg_step_and_lifts_an_indefinite_hessian():
+    rng = np.random.default_rng(3)
+    Q = ortho_group.rvs(6, random_state=4)
+    g = rng.normal(size=6)
+    lam = np.array([0.0, 0.5, 1.0, 2.0, 3.0, 8.0])             # semi-definite (Gauss-Newton)
+    B = Q @ np.diag(lam) @ Q.T
+    sol = solve_damped_dense(B, g, 0.3, semidefinite=True)
+    np.testing.assert_allclose(sol.step, -np.linalg.solve(B + 0.3 * np.eye(6), g), rtol=1e-12)
+    assert sol.model_decrease == pytest.approx(-model_value(B, g, sol.step), rel=1e-12)
+    assert sol.multiplier == pytest.approx(0.3)
+    indefinite = Q @ np.diag(lam - 1.0) @ Q.T                   # lambda_min = -1
+    lifted = solve_damped_dense(indefinite, g, 0.3)
+    floor = np.sqrt(np.finfo(float).eps) * np.linalg.norm(indefinite, np.inf)
+    np.testing.assert_allclose(lifted.multiplier, 1.0 + floor + 0.3, rtol=1e-10)   # lambda_min -> floor
+    np.testing.assert_allclose(lifted.step, -np.linalg.solve(indefinite + lifted.multiplier * np.eye(6), g),
+                               rtol=1e-8)
+    assert lifted.model_decrease > 0
+    definite = Q @ np.diag(lam + 1.0) @ Q.T                     # lambda_min = 1 > floor
+    assert solve_damped_dense(definite, g, 2.0).multiplier == 2.0
 
 
 def cauchy_decrease(B, g, radius):

@@ -32,8 +32,8 @@ from typing import ClassVar
 import numpy as np
 
 from .blocks import BlockDiagonal, BlockEigensystem
-from .subproblem import (damped_cg, lanczos_trust_region, solve_damped_diagonal, solve_trust_region_diagonal,
-                         solve_trust_region_exact, steihaug_cg)
+from .subproblem import (damped_cg, lanczos_trust_region, solve_damped_dense, solve_damped_diagonal,
+                         solve_trust_region_diagonal, solve_trust_region_exact, steihaug_cg)
 
 __all__ = ["State", "Step", "StepStrategy", "ExactNewton", "NewtonCG", "BlockNewton",
            "positive_definite_eigenvalues",
@@ -328,8 +328,11 @@ class BlockNewton(StepStrategy):
 
 class LevenbergMarquardt(StepStrategy):
     """``p = -(G + mu I)^{-1} g`` with ``G`` the generalised Gauss-Newton matrix (full,
-    row or layer blocks), ``mu`` by the driver's trainlm schedule. ``G`` is
-    eigendecomposed once per iterate, so retries with a larger ``mu`` cost ``O(t)``.
+    row or layer blocks), ``mu`` by the driver's trainlm schedule. Blocks are
+    eigendecomposed once per iterate, so retries with a larger ``mu`` cost ``O(t)``; the
+    full matrix is factorised by Cholesky for each ``mu`` (`solve_damped_dense`: an
+    eigendecomposition costs about 27 factorisations, more than the retries of a
+    typical iterate).
 
     Gauss-Newton converges only linearly when the residual curvature ``S = H - G`` is
     not small at the minimum, and not at all when ``G^{-1}S`` has spectral radius above
@@ -382,8 +385,18 @@ class LevenbergMarquardt(StepStrategy):
     def solve(self, state):
         if self.hybrid:
             self._update_phase(state)
-        eig = _eigensystem(state, self._phase if self.hybrid else self.kind, self.structure)
-        if self.hybrid and self._phase == "hessian":
+        kind = self._phase if self.hybrid else self.kind
+        info = {"phase": kind}
+        if self.structure == "full":
+            key = ("symmetric", kind)
+            if key not in state.cache:
+                B = np.asarray(state.curvature(kind, "full"), dtype=float)
+                state.cache[key] = 0.5 * (B + B.T)
+            sol = solve_damped_dense(state.cache[key], state.gradient, state.damping,
+                                     semidefinite=kind == "gauss_newton")
+            return Step(sol.step, sol.model_decrease, False, {"case": sol.case, **info})
+        eig = _eigensystem(state, kind, self.structure)
+        if kind == "hessian":
             lam = eig.eigenvalues
             floor = np.sqrt(EPS) * max(float(np.max(np.abs(lam), initial=0.0)), np.finfo(float).tiny)
             lam = lam + max(0.0, floor - float(np.min(lam)))
@@ -391,7 +404,7 @@ class LevenbergMarquardt(StepStrategy):
             lam = np.maximum(eig.eigenvalues, 0.0)   # G is positive semi-definite; drop round-off
         sol = solve_damped_diagonal(lam, eig.to_coefficients(state.gradient), state.damping)
         return Step(eig.from_coefficients(sol.step), sol.model_decrease, False,
-                    {"case": sol.case, "phase": self._phase if self.hybrid else self.kind})
+                    {"case": sol.case, **info})
 
     def config(self):
         return {"method": self.name, "kind": self.kind, "structure": self.structure,
