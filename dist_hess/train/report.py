@@ -1,7 +1,7 @@
 """What a trained network does on data: its outputs and one score per loss.
 
 ``outputs(model, w, X)`` is ``x^m``, the last layer's activations (logits for the
-cross-entropy losses), by the engine's forward pass. ``score`` gives the figure a
+cross-entropy losses): ``model.predict(w, X, output="raw")``. ``score`` gives the figure a
 reader expects for the loss: ``r2`` (coefficient of determination) for ``squared``,
 ``accuracy`` for ``binary_cross_entropy`` (logit > 0) and ``softmax_cross_entropy``
 (arg-max of the logits, targets as labels or one-hot rows).
@@ -15,11 +15,7 @@ __all__ = ["outputs", "score"]
 
 def outputs(model, w, X) -> np.ndarray:
     """``x^m`` for every example, ``(n, s_m)``."""
-    from dist_hess.engine.forward import forward
-
-    w = model.check_weights(w)
-    X = model.check_inputs(X)
-    return forward(model, model.unpack(w), X, order=0).x[-1]
+    return model.predict(w, X, output="raw")
 
 
 def score(model, w, X, Y) -> tuple[str, float]:
