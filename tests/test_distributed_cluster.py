@@ -140,6 +140,8 @@ def test_matches_the_single_process_engine(client, case_id, n_shards):
         assert_matches_reference(ev, ref, hvp=1)
         for got, want in zip(ev.multipliers, ref["multipliers"]):
             assert_close(got, want, what="multipliers")
+    ev = dh.evaluate(model, w, Xd, Y, directional=(v, 3), client=client)
+    assert_close(ev.directional, model.directional_derivatives(w, X, Y, v, 3), what="directional")
 
 
 def test_bitwise_identical_across_worker_counts(client):

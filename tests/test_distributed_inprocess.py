@@ -132,6 +132,20 @@ def test_evaluation_views():
     assert_close(single.hvp, model.hvp(w, X, Y, np.ones(model.n_params)), what="hvp")
 
 
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_directional_derivatives_over_shards_match_the_oracle(case_id):
+    from tests import oracle
+    model, w, X, Y = problem(case_id, n=24)
+    v = np.random.default_rng(5).normal(size=model.n_params)
+    Xd = da.from_array(X, chunks=(7, -1))
+    ev = dh.evaluate(model, w, Xd, Y, directional=(v, 4), split_every=2)
+    want = oracle.directional_derivatives(model.to_dict(), w, X, Y, v, 4)
+    assert_close(ev.directional, want, rtol=1e-10, what="directional")
+    assert ev.directional[0] == pytest.approx(ev.value, rel=1e-13)
+    assert ev.directional[1] == pytest.approx(ev.gradient @ v, rel=1e-10)
+    assert dh.evaluate(model, w, X, Y).directional is None
+
+
 def test_curvature_specs():
     assert curvature_specs(None) == ()
     assert curvature_specs("hessian") == (("hessian", "row"),)
@@ -163,6 +177,12 @@ def test_bad_inputs_are_refused_clearly():
         dh.evaluate(model, w, X, Y, chunk_size=0)
     with pytest.raises(ValueError, match="hvp kind"):
         dh.evaluate(model, w, X, Y, hvp=[("lagrangian", w)])
+    with pytest.raises(ValueError, match="directional order"):
+        dh.evaluate(model, w, X, Y, directional=(w, -1))
+    with pytest.raises(ValueError, match="directional vector must have shape"):
+        dh.evaluate(model, w, X, Y, directional=(w[:-1], 2))
+    with pytest.raises(TypeError, match="pair"):
+        dh.evaluate(model, w, X, Y, directional=w)
     with pytest.raises(ValueError, match="no examples"):
         dh.evaluate(model, w, X[:0], Y[:0])
     with pytest.raises(TypeError, match="client must be"):

@@ -39,7 +39,9 @@ class Evaluation:
     ``(t, t)``); ``curvature`` and ``curvatures`` are views of it.
     ``multipliers`` is a list over layers of ``(n, s_k)`` arrays (dask arrays
     reading the store when one was written), ``hvp`` one ``(t,)`` vector per
-    requested product (a single vector when one was passed).
+    requested product (a single vector when one was passed), ``directional`` the
+    ``(order + 1,)`` directional derivatives ``[E, DE[v], ..., D^pE[v, ..., v]]`` when
+    ``directional=(v, order)`` was asked for.
     """
 
     value: float
@@ -48,6 +50,7 @@ class Evaluation:
     blocks: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     multipliers: list | None = field(default=None, repr=False)
     hvp: Any = field(default=None, repr=False)
+    directional: np.ndarray | None = field(default=None, repr=False)
     store: str | None = None
 
     @property
@@ -117,6 +120,25 @@ def _hvp_pairs(hvp, n_params: int):
             raise ValueError(f"hvp vector must have shape ({n_params},), got {v.shape}")
         pairs.append((kind, v))
     return tuple(pairs), single
+
+
+def _directional_request(directional, n_params: int):
+    """``(v, order)`` checked, or ``None``."""
+    if directional is None:
+        return None
+    import numbers
+    try:
+        v, order = directional
+    except (TypeError, ValueError):
+        raise TypeError(f"directional must be a pair (v, order), got {directional!r}") from None
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 0:
+        raise ValueError(f"directional order must be an integer >= 0, got {order!r}")
+    v = np.asarray(v, dtype=np.float64)
+    if v.shape != (n_params,):
+        raise ValueError(f"directional vector must have shape ({n_params},), got {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("directional vector has non-finite entries")
+    return v, int(order)
 
 
 # ---------------------------------------------------------------- runners
@@ -200,7 +222,7 @@ def _run_distributed(client, shards, payload, target, split_every, progress, col
 def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
              multipliers: bool = False, store=None, client=None,
              split_every: int | None = None, chunk_size: int | None = None,
-             progress: bool = False, hvp=None, security=None,
+             progress: bool = False, hvp=None, directional=None, security=None,
              connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
              memory_budget: int | None = None) -> Evaluation:
     """Exact value, gradient and curvature of ``E(W) = sum_i g_i + pen(W)`` over the data.
@@ -221,6 +243,8 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
     chunk_size : rows per shard (rechunks dask/zarr inputs).
     progress : show a progress bar.
     hvp : a vector ``v (t,)`` (Hessian-vector product) or a list of ``(kind, v)``.
+    directional : ``(v, order)``: also ``[E, DE[v], ..., D^order E[v, ..., v]]`` by
+        Taylor propagation on every shard (as ``Model.directional_derivatives``).
     security : ``distributed.Security`` for ``tls://`` scheduler addresses.
     connect_timeout : seconds to wait for a scheduler given by address.
     memory_budget : bytes per shard for the engine's inner chunking (``None``: its default).
@@ -233,13 +257,14 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
     w = model.check_weights(w)
     specs = curvature_specs(curvature, structure)
     hvp_pairs, hvp_single = _hvp_pairs(hvp, model.n_params)
+    direction = _directional_request(directional, model.n_params)
     split_every = check_split_every(split_every)
     shards = as_shards(X, Y, chunk_size)
     if shards.X.shape[1] != model.inputs:
         raise ValueError(f"X has {shards.X.shape[1]} columns but the model has "
                          f"{model.inputs} inputs")
     request = Request(value=True, gradient=True, curvature=specs,
-                      multipliers=bool(multipliers), hvp=hvp_pairs,
+                      multipliers=bool(multipliers), hvp=hvp_pairs, directional=direction,
                       memory_budget=memory_budget or model.memory_budget)
     payload = Payload(model, w, request)
     resolved = resolve_client(client, work=shards.n_examples * model.n_params,
@@ -274,6 +299,7 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
     result = Evaluation(value=float(sums["value"]), gradient=np.asarray(sums["gradient"]),
                         n_examples=int(sums["n"]), blocks=blocks,
                         hvp=(products[0] if hvp_single else products) if hvp_pairs else None,
+                        directional=None if direction is None else np.asarray(sums["directional"]),
                         store=None if store is None else str(store))
     if multipliers:
         if target is not None:
