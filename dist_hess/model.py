@@ -299,13 +299,8 @@ class Model:
 
     def directional_derivatives(self, w, X, Y, v, order) -> np.ndarray:
         """``[E, DE[v], D^2E[v,v], ..., D^pE[v,...,v]]`` at ``w`` by Taylor propagation (DESIGN §6)."""
-        if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 0:
-            raise ValueError(f"order must be an integer >= 0, got {order!r}")
-        v = np.asarray(v, dtype=float)
-        if v.shape != (self.n_params,):
-            raise ValueError(f"v must be a vector of length {self.n_params}, got shape {v.shape}")
-        _check_finite(v, "v")
-        s = self._sums(w, X, Y, value=False, gradient=False, directional=(v, int(order)))
+        s = self._sums(w, X, Y, value=False, gradient=False,
+                       directional=check_direction(v, order, self.n_params))
         return s["directional"]
 
     def row_tensor(self, w, X, Y, layer, row=None, order=2, *, packed=False, part="exact"):
@@ -317,6 +312,18 @@ class Model:
         from .engine.row_tensors import row_tensor
         return row_tensor(self, w, X, Y, layer, row, order, packed=packed, part=part,
                           memory_budget=self.memory_budget)
+
+
+def check_direction(v, order, n_params: int) -> tuple[np.ndarray, int]:
+    """``(v, order)`` of a directional-derivative request, checked: ``v`` a finite
+    vector of length ``n_params``, ``order`` an integer ``>= 0``."""
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 0:
+        raise ValueError(f"order must be an integer >= 0, got {order!r}")
+    v = np.asarray(v, dtype=float)
+    if v.shape != (n_params,):
+        raise ValueError(f"v must be a vector of length {n_params}, got shape {v.shape}")
+    _check_finite(v, "v")
+    return v, int(order)
 
 
 def _check_kind(kind, structure):

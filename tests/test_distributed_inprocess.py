@@ -177,9 +177,9 @@ def test_bad_inputs_are_refused_clearly():
         dh.evaluate(model, w, X, Y, chunk_size=0)
     with pytest.raises(ValueError, match="hvp kind"):
         dh.evaluate(model, w, X, Y, hvp=[("lagrangian", w)])
-    with pytest.raises(ValueError, match="directional order"):
+    with pytest.raises(ValueError, match="order must be an integer"):
         dh.evaluate(model, w, X, Y, directional=(w, -1))
-    with pytest.raises(ValueError, match="directional vector must have shape"):
+    with pytest.raises(ValueError, match="v must be a vector of length"):
         dh.evaluate(model, w, X, Y, directional=(w[:-1], 2))
     with pytest.raises(TypeError, match="pair"):
         dh.evaluate(model, w, X, Y, directional=w)

@@ -123,22 +123,15 @@ def _hvp_pairs(hvp, n_params: int):
 
 
 def _directional_request(directional, n_params: int):
-    """``(v, order)`` checked, or ``None``."""
+    """``(v, order)`` checked (`dist_hess.model.check_direction`), or ``None``."""
     if directional is None:
         return None
-    import numbers
+    from ..model import check_direction
     try:
         v, order = directional
     except (TypeError, ValueError):
         raise TypeError(f"directional must be a pair (v, order), got {directional!r}") from None
-    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 0:
-        raise ValueError(f"directional order must be an integer >= 0, got {order!r}")
-    v = np.asarray(v, dtype=np.float64)
-    if v.shape != (n_params,):
-        raise ValueError(f"directional vector must have shape ({n_params},), got {v.shape}")
-    if not np.all(np.isfinite(v)):
-        raise ValueError("directional vector has non-finite entries")
-    return v, int(order)
+    return check_direction(v, order, n_params)
 
 
 # ---------------------------------------------------------------- runners
