@@ -90,14 +90,21 @@ def _integer_labels(model, Y):
 
 # ---------------------------------------------------------------- derivatives
 
-def _curvature_arg(text: str) -> str:
+def curvature_arg(text: str) -> tuple[str, str]:
+    """``KIND[:STRUCTURE]`` on the command line -> ``(kind, structure)`` (structure ``row``
+    by default); shared by ``dist-hess derivatives`` and ``dist-hess fit``."""
     kind, _, structure = text.partition(":")
     structure = structure or "row"
     if kind not in _CURVATURE_KINDS or structure not in _STRUCTURES:
         raise argparse.ArgumentTypeError(
             f"{text!r}: expected KIND[:STRUCTURE] with KIND one of {', '.join(_CURVATURE_KINDS)} "
             f"and STRUCTURE one of {', '.join(_STRUCTURES)} (e.g. hessian:row)")
-    return f"{kind}:{structure}"
+    return kind, structure
+
+
+def _curvature_spec(text: str) -> str:
+    """``dist-hess derivatives --curvature``: ``"kind:structure"`` (`curvature_arg`)."""
+    return ":".join(curvature_arg(text))
 
 
 def int_at_least(minimum: int):
@@ -159,7 +166,7 @@ def add_derivatives_command(subparsers) -> None:
                         "(default: the model's random initialisation with --seed)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the initial weights when --weights is not given (default 0)")
-    p.add_argument("--curvature", action="append", type=_curvature_arg, default=[],
+    p.add_argument("--curvature", action="append", type=_curvature_spec, default=[],
                    metavar="KIND[:STRUCTURE]",
                    help="a curvature to compute; repeat for several. KIND: hessian (exact), "
                         "gauss_newton or lagrangian; STRUCTURE: row (per-unit blocks, the "

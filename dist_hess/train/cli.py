@@ -22,7 +22,6 @@ import numpy as np
 __all__ = ["add_fit_parser", "run_fit", "main"]
 
 METHODS = ("newton", "newton-cg", "block-newton", "lm")
-_KINDS = ("hessian", "gauss_newton", "lagrangian")
 _STRUCTURES = ("row", "layer", "full")
 
 _EXAMPLES = """\
@@ -47,7 +46,7 @@ attrs["fit"].
 """
 
 
-from ..cli import int_at_least  # noqa: E402  (one integer-option parser for every subcommand)
+from ..cli import curvature_arg, int_at_least  # noqa: E402  (option parsers shared by every subcommand)
 
 
 class FitCommandError(ValueError):
@@ -66,16 +65,6 @@ def _non_negative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
-
-
-def _curvature_arg(text: str) -> tuple[str, str]:
-    kind, _, structure = text.partition(":")
-    structure = structure or "row"
-    if kind not in _KINDS or structure not in _STRUCTURES:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected KIND[:STRUCTURE] with KIND one of {', '.join(_KINDS)} and "
-            f"STRUCTURE one of {', '.join(_STRUCTURES)} (e.g. hessian:row)")
-    return kind, structure
 
 
 def add_fit_parser(subparsers) -> argparse.ArgumentParser:
@@ -119,7 +108,7 @@ def add_fit_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="W.npy", help="start from these weights instead")
     p.add_argument("--target", action="append", metavar="COL",
                    help="for a .csv DATA: the target column(s); repeat or separate by commas")
-    p.add_argument("--curvature", action="append", type=_curvature_arg, default=[],
+    p.add_argument("--curvature", action="append", type=curvature_arg, default=[],
                    metavar="KIND[:STRUCTURE]",
                    help="extra curvature to store at the final weights (hessian:row always is), "
                         "e.g. --curvature hessian:full")
