@@ -96,6 +96,16 @@ def test_positive_definite_shift_keeps_definite_blocks_and_lifts_the_others():
     np.testing.assert_allclose(absolute[0][0], [3.0, 1.0, 4.0])
 
 
+def test_global_floor_lifts_nearly_flat_blocks_relative_to_the_largest_eigenvalue():
+    values = [np.array([[1e-6, 2e-6, 4e-6], [1.0, 50.0, 100.0]])]      # a flat and a stiff block
+    local, _ = positive_definite_eigenvalues(values, modification="absolute", min_curvature_ratio=1e-3)
+    np.testing.assert_allclose(local[0][0], values[0][0])                # each block on its own scale
+    lifted, _ = positive_definite_eigenvalues(values, modification="absolute", min_curvature_ratio=1e-3,
+                                              min_global_curvature_ratio=1e-2)
+    np.testing.assert_allclose(lifted[0][0], [1.0, 1.0, 1.0])             # 1e-2 * 100
+    np.testing.assert_allclose(lifted[0][1], values[0][1])
+
+
 def test_analytic_model_layout_matches_the_contract():
     m = AnalyticModel(SHAPES)
     assert m.n_params == 25

@@ -298,6 +298,8 @@ def test_reduction_ratio_is_robust_at_round_off_level():
     ({"method": "block-newton", "options": {"max_cg_iter": 0}}, ValueError, "max_cg_iter"),
     ({"method": "lm", "options": {"switch_after": 0}}, ValueError, "switch_after"),
     ({"method": "newton", "options": {"radius": 2.0}}, TypeError, "bad options"),
+    ({"method": "block-newton", "options": {"min_global_curvature_ratio": 2.0}}, ValueError,
+     "min_global_curvature_ratio"),
     ({"method": "newton", "max_iter": -1}, ValueError, "max_iter"),
     ({"method": "newton", "w0": np.zeros(3)}, ValueError, "w0"),
 ])

@@ -200,10 +200,14 @@ def _eigensystem(state: State, kind: str, structure: str) -> BlockEigensystem:
 
 
 def positive_definite_eigenvalues(eigenvalue_blocks, *, modification: str = "shift",
-                                  min_curvature_ratio: float = 1e-6):
+                                  min_curvature_ratio: float = 1e-6,
+                                  min_global_curvature_ratio: float = 0.0):
     """Make every block positive definite, block by block, in its eigenbasis.
 
-    ``floor_b = min_curvature_ratio * max(max|lambda_b|, sqrt(eps) max over all blocks)``;
+    ``floor_b = max(min_curvature_ratio * max(max|lambda_b|, sqrt(eps) lambda_all),
+    min_global_curvature_ratio * lambda_all)`` with ``lambda_all`` the largest
+    ``|lambda|`` over all blocks (the second term keeps nearly flat blocks, e.g. the
+    rows of saturated units, from getting a tiny metric);
     ``shift``: ``lambda_b + sigma_b`` with ``sigma_b = max(0, floor_b - min lambda_b)``
     (the block plus a multiple of the identity, just above its most negative
     eigenvalue); ``absolute``: ``max(|lambda_b|, floor_b)`` (saddle-free Newton).
@@ -213,7 +217,8 @@ def positive_definite_eigenvalues(eigenvalue_blocks, *, modification: str = "shi
     overall = max((float(np.max(s)) for s in scales), default=0.0) or 1.0
     out, shifts = [], []
     for lam, scale in zip(eigenvalue_blocks, scales):
-        floor = min_curvature_ratio * np.maximum(scale, np.sqrt(np.finfo(float).eps) * overall)
+        floor = np.maximum(min_curvature_ratio * np.maximum(scale, np.sqrt(np.finfo(float).eps) * overall),
+                           min_global_curvature_ratio * overall)
         if modification == "shift":
             sigma = np.maximum(0.0, floor - lam[:, 0])        # eigh sorts ascending
             out.append(lam + sigma[:, None])
@@ -242,6 +247,8 @@ class BlockNewton(StepStrategy):
       ``forcing_exponent`` 1/2, quadratically with 1) while each iteration costs one
       evaluation of the blocks and a few products (``max_cg_iter``, default ``3t``).
       CG stops at residual ``min(1/2, ||g||^forcing_exponent) ||g||``.
+      ``min_global_curvature_ratio`` (default 0) floors every block's eigenvalues at
+      that fraction of the largest over all blocks as well (docs/training.md).
     - ``"lanczos"``: the same model and ellipsoid, solved by the generalised Lanczos
       method (GLTR, `lanczos_trust_region`), which goes on past the boundary and
       negative curvature towards the subproblem's solution on the Krylov space.
@@ -258,7 +265,8 @@ class BlockNewton(StepStrategy):
 
     def __init__(self, *, kind: str | None = None, structure: str | None = None,
                  solver: str = "cg", modification: str | None = None,
-                 min_curvature_ratio: float | None = None, max_cg_iter: int | None = None,
+                 min_curvature_ratio: float | None = None,
+                 min_global_curvature_ratio: float | None = None, max_cg_iter: int | None = None,
                  forcing_exponent: float = 1.0):
         self.kind = _check_kind(kind or "hessian")
         self.structure = structure or "row"
@@ -276,6 +284,10 @@ class BlockNewton(StepStrategy):
         self.modification = modification
         self.min_curvature_ratio = float(min_curvature_ratio if min_curvature_ratio is not None
                                          else (1e-3 if cg else 1e-6))
+        self.min_global_curvature_ratio = float(min_global_curvature_ratio or 0.0)
+        if not 0.0 <= self.min_global_curvature_ratio <= 1.0:
+            raise ValueError(f"min_global_curvature_ratio must lie in [0, 1], "
+                             f"got {min_global_curvature_ratio!r}")
         if max_cg_iter is not None and (isinstance(max_cg_iter, bool) or int(max_cg_iter) < 1):
             raise ValueError(f"max_cg_iter must be None or an integer >= 1, got {max_cg_iter!r}")
         self.max_cg_iter = None if max_cg_iter is None else int(max_cg_iter)
@@ -291,7 +303,8 @@ class BlockNewton(StepStrategy):
             eig = _eigensystem(state, self.kind, self.structure)
             values, shifts = positive_definite_eigenvalues(
                 eig.eigenvalue_blocks, modification=self.modification,
-                min_curvature_ratio=self.min_curvature_ratio)
+                min_curvature_ratio=self.min_curvature_ratio,
+                min_global_curvature_ratio=self.min_global_curvature_ratio)
             max_shift = max((float(np.max(s, initial=0.0)) for s in shifts), default=0.0)
             state.cache["block_model"] = (eig.with_eigenvalues(values), max_shift)
         return state.cache["block_model"]
@@ -327,7 +340,8 @@ class BlockNewton(StepStrategy):
     def config(self):
         return {"method": self.name, "kind": self.kind, "structure": self.structure,
                 "solver": self.solver, "modification": self.modification,
-                "min_curvature_ratio": self.min_curvature_ratio, "max_cg_iter": self.max_cg_iter,
+                "min_curvature_ratio": self.min_curvature_ratio,
+                "min_global_curvature_ratio": self.min_global_curvature_ratio, "max_cg_iter": self.max_cg_iter,
                 "forcing_exponent": self.forcing_exponent}
 
 
