@@ -46,6 +46,12 @@ EPS = np.finfo(float).eps
 #: 10-8-1 diabetes network: capped at ``t`` the steps stay inexact, the gradient falls
 #: linearly and the relative-decrease test stops the run at ||g|| ~ 1e-6).
 CG_ITER_FACTOR = 3
+#: block-newton's default ``min_global_curvature_ratio`` (CG and Lanczos solvers). Each
+#: block's own floor is relative to that block, so the rows of nearly saturated units
+#: get a tiny metric and move far inside the ``||p||_M`` trust region; on the example
+#: models from seeds 0-4 the fits then ended at or below L-BFGS-B's loss in 6 of 25
+#: runs, with this floor in 15 of 25 (docs/training.md).
+GLOBAL_CURVATURE_FLOOR = 1e-3
 
 
 @dataclass
@@ -247,7 +253,7 @@ class BlockNewton(StepStrategy):
       ``forcing_exponent`` 1/2, quadratically with 1) while each iteration costs one
       evaluation of the blocks and a few products (``max_cg_iter``, default ``3t``).
       CG stops at residual ``min(1/2, ||g||^forcing_exponent) ||g||``.
-      ``min_global_curvature_ratio`` (default 0) floors every block's eigenvalues at
+      ``min_global_curvature_ratio`` (default ``1e-3``) floors every block's eigenvalues at
       that fraction of the largest over all blocks as well (docs/training.md).
     - ``"lanczos"``: the same model and ellipsoid, solved by the generalised Lanczos
       method (GLTR, `lanczos_trust_region`), which goes on past the boundary and
@@ -284,7 +290,9 @@ class BlockNewton(StepStrategy):
         self.modification = modification
         self.min_curvature_ratio = float(min_curvature_ratio if min_curvature_ratio is not None
                                          else (1e-3 if cg else 1e-6))
-        self.min_global_curvature_ratio = float(min_global_curvature_ratio or 0.0)
+        self.min_global_curvature_ratio = float(
+            min_global_curvature_ratio if min_global_curvature_ratio is not None
+            else (GLOBAL_CURVATURE_FLOOR if cg else 0.0))
         if not 0.0 <= self.min_global_curvature_ratio <= 1.0:
             raise ValueError(f"min_global_curvature_ratio must lie in [0, 1], "
                              f"got {min_global_curvature_ratio!r}")
