@@ -296,6 +296,7 @@ def test_reduction_ratio_is_robust_at_round_off_level():
     ({"method": "block-newton", "structure": "diagonal"}, ValueError, "structure"),
     ({"method": "block-newton", "options": {"solver": "exact"}}, ValueError, "solver"),
     ({"method": "block-newton", "options": {"max_cg_iter": 0}}, ValueError, "max_cg_iter"),
+    ({"method": "newton-cg", "options": {"max_cg_iter": 0}}, ValueError, "max_cg_iter"),
     ({"method": "lm", "options": {"switch_after": 0}}, ValueError, "switch_after"),
     ({"method": "newton", "options": {"radius": 2.0}}, TypeError, "bad options"),
     ({"method": "block-newton", "options": {"min_global_curvature_ratio": 2.0}}, ValueError,

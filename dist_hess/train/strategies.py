@@ -131,6 +131,20 @@ def _rounding_level(state: State) -> float:
     return 100.0 * EPS * max(1.0, abs(state.value))
 
 
+def _check_max_cg_iter(max_cg_iter) -> int | None:
+    if max_cg_iter is not None and (isinstance(max_cg_iter, bool) or int(max_cg_iter) < 1):
+        raise ValueError(f"max_cg_iter must be None or an integer >= 1, got {max_cg_iter!r}")
+    return None if max_cg_iter is None else int(max_cg_iter)
+
+
+def _cg_limits(state: State, forcing_exponent: float, max_cg_iter: int | None) -> tuple[float, int]:
+    """CG's residual tolerance ``min(1/2, ||g||^forcing_exponent) ||g||`` (N&W eq. 7.3) and
+    its cap on products (``max_cg_iter``, default ``CG_ITER_FACTOR * t``)."""
+    g_norm = state.gradient_norm
+    return (min(0.5, g_norm ** forcing_exponent) * g_norm,
+            max_cg_iter or CG_ITER_FACTOR * state.w.shape[0])
+
+
 def _no_structure(method: str, structure) -> None:
     if structure is not None:
         raise ValueError(f"method {method!r} takes no structure (got {structure!r})")
@@ -179,13 +193,11 @@ class NewtonCG(StepStrategy):
                  max_cg_iter: int | None = None, forcing_exponent: float = 0.5):
         _no_structure(self.name, structure)
         self.kind = _check_kind(kind or "hessian")
-        self.max_cg_iter = max_cg_iter
+        self.max_cg_iter = _check_max_cg_iter(max_cg_iter)
         self.forcing_exponent = float(forcing_exponent)
 
     def solve(self, state):
-        g_norm = state.gradient_norm
-        tol = min(0.5, g_norm ** self.forcing_exponent) * g_norm
-        max_iter = self.max_cg_iter or CG_ITER_FACTOR * state.w.shape[0]
+        tol, max_iter = _cg_limits(state, self.forcing_exponent, self.max_cg_iter)
         sol = steihaug_cg(lambda v: state.hvp(v, self.kind), state.gradient, state.radius,
                           tol=tol, max_iter=max_iter, min_decrease=_rounding_level(state))
         return Step(sol.step, sol.model_decrease, sol.hits_boundary,
@@ -296,9 +308,7 @@ class BlockNewton(StepStrategy):
         if not 0.0 <= self.min_global_curvature_ratio <= 1.0:
             raise ValueError(f"min_global_curvature_ratio must lie in [0, 1], "
                              f"got {min_global_curvature_ratio!r}")
-        if max_cg_iter is not None and (isinstance(max_cg_iter, bool) or int(max_cg_iter) < 1):
-            raise ValueError(f"max_cg_iter must be None or an integer >= 1, got {max_cg_iter!r}")
-        self.max_cg_iter = None if max_cg_iter is None else int(max_cg_iter)
+        self.max_cg_iter = _check_max_cg_iter(max_cg_iter)
         self.forcing_exponent = float(forcing_exponent)
 
     @property
@@ -327,9 +337,7 @@ class BlockNewton(StepStrategy):
                 sol = solve_damped_diagonal(eig.eigenvalues, gamma, state.damping)
             return Step(eig.from_coefficients(sol.step), sol.model_decrease, sol.hits_boundary,
                         {"case": sol.case, "multiplier": sol.multiplier, "max_shift": max_shift})
-        g_norm = state.gradient_norm
-        tol = min(0.5, g_norm ** self.forcing_exponent) * g_norm
-        max_iter = self.max_cg_iter or CG_ITER_FACTOR * state.w.shape[0]
+        tol, max_iter = _cg_limits(state, self.forcing_exponent, self.max_cg_iter)
         hvp = lambda v: state.hvp(v, self.kind)  # noqa: E731
         if state.radius is not None:
             if self.solver == "lanczos":
