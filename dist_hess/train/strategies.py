@@ -423,11 +423,7 @@ class LevenbergMarquardt(StepStrategy):
         kind = self._phase if self.hybrid else self.kind
         info = {"phase": kind}
         if self.structure == "full":
-            key = ("symmetric", kind)
-            if key not in state.cache:
-                B = np.asarray(state.curvature(kind, "full"), dtype=float)
-                state.cache[key] = 0.5 * (B + B.T)
-            sol = solve_damped_dense(state.cache[key], state.gradient, state.damping,
+            sol = solve_damped_dense(state.curvature(kind, "full"), state.gradient, state.damping,
                                      semidefinite=kind == "gauss_newton")
             return Step(sol.step, sol.model_decrease, False, {"case": sol.case, **info})
         eig = _eigensystem(state, kind, self.structure)

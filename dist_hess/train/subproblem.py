@@ -306,14 +306,16 @@ def solve_damped_dense(B, g, damping: float, *, semidefinite: bool = False) -> S
     first lifted so that its smallest eigenvalue is at least ``floor = sqrt(eps)
     ||B||_inf``: ``sigma = max(0, floor - lambda_min(B))`` (one extra factorisation of
     ``B - floor I`` tells whether ``sigma = 0``; ``lambda_min`` itself comes from a
-    partial eigendecomposition only when it is not). ``model_decrease`` is measured on
-    the undamped model ``B``; ``multiplier`` is ``sigma + mu``.
+    partial eigendecomposition only when it is not). ``B`` is symmetrised first, as in
+    `solve_trust_region_exact`. ``model_decrease`` is measured on the undamped model
+    ``B``; ``multiplier`` is ``sigma + mu``.
     """
     B = np.asarray(B, dtype=float)
     g = np.asarray(g, dtype=float)
     n = g.shape[0]
     if B.shape != (n, n):
         raise ValueError(f"B has shape {B.shape}, expected {(n, n)}")
+    B = 0.5 * (B + B.T)
     potrf, = get_lapack_funcs(("potrf",), (B,))
     scale = max(float(np.linalg.norm(B, np.inf)), np.finfo(float).tiny)
     eye = np.eye(n)
