@@ -6,7 +6,9 @@ import pytest
 from scipy.optimize import minimize as scipy_minimize
 
 from dist_hess.train import Damping, FitResult, IterationRecord, Status, TrustRegion, fit
-from dist_hess.train.driver import reduction_ratio
+from dist_hess.train.driver import minimize, reduction_ratio
+from dist_hess.train.objective import LocalObjective
+from dist_hess.train.strategies import Step, StepStrategy
 from tests.test_train_problems import (PROBLEMS, ExpLinear, LinearRegression, LogisticRegression,
                                        Rosenbrock, Saddle, logistic_data, regression_data)
 
@@ -83,10 +85,6 @@ def test_block_newton_options_reach_the_gradient_tolerance(name, options):
 
 def test_the_radius_lives_in_the_norm_the_strategy_reports():
     """A step reporting ``norm`` (||p||_M) has its radius updated in that norm."""
-    from dist_hess.train.driver import minimize
-    from dist_hess.train.objective import LocalObjective
-    from dist_hess.train.strategies import Step, StepStrategy
-
     class Scaled(StepStrategy):
         """Gradient steps of M-norm ``radius`` with ``M = 4 I`` (so ||p||_M = 2 ||p||)."""
         name, globalizations = "scaled", ("trust-region",)

@@ -8,6 +8,7 @@ from scipy.optimize import minimize as scipy_minimize
 pytest.importorskip("dist_hess.engine.sums")
 
 import dist_hess as dh  # noqa: E402
+from dist_hess.train import fit  # noqa: E402
 
 METHODS = ["newton", "newton-cg", "block-newton", "lm"]
 
@@ -63,5 +64,4 @@ def test_small_mlp_with_a_skip_connection_converges(method):
 
 
 def test_fit_is_exported_from_the_package_root():
-    from dist_hess.train import fit
     assert dh.fit is fit

@@ -16,10 +16,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.optimize import minimize as scipy_minimize
+from sklearn.linear_model import LogisticRegression
 
 pytest.importorskip("dist_hess.engine.sums")
 
 import dist_hess as dh  # noqa: E402
+from dist_hess.train import strategies  # noqa: E402
 from dist_hess.train.datasets import load_sklearn  # noqa: E402
 
 METHODS = ["newton", "newton-cg", "block-newton", "lm"]
@@ -110,8 +112,6 @@ def test_linear_regression_on_diabetes_is_lstsq(method):
 def test_logistic_regression_on_breast_cancer_matches_scikit_learn(method):
     """``sum_i logloss_i + lambda/2 ||w||^2`` (bias not penalised) is scikit-learn's
     objective times ``lambda`` with ``C = 1/lambda``."""
-    from sklearn.linear_model import LogisticRegression
-
     X, Y = load_sklearn("breast_cancer")
     lam = 1.0
     model = dh.Model.from_dict({"inputs": 30, "layers": [dense(1, "identity")],
@@ -157,8 +157,6 @@ def test_lm_switches_to_the_exact_hessian_near_a_large_residual_minimum():
     the hybrid finishes with damped Newton steps and reaches the tolerance."""
     model, X, Y = case("breast_cancer")
     phases = []
-    from dist_hess.train import strategies
-
     real = strategies.LevenbergMarquardt.solve
 
     def spy(self, state):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy.linalg import cho_solve, get_lapack_funcs, solve_triangular
+from scipy.linalg import cho_solve, eigh, eigh_tridiagonal, get_lapack_funcs, solve_triangular
 
 __all__ = ["SubproblemSolution", "Preconditioner", "solve_trust_region_exact",
            "solve_trust_region_diagonal", "solve_damped_diagonal", "solve_damped_dense", "steihaug_cg", "damped_cg",
@@ -326,7 +326,6 @@ def solve_damped_dense(B, g, damping: float, *, semidefinite: bool = False) -> S
             floor = np.sqrt(EPS) * scale
             sigma = 0.0
             if potrf(B - floor * eye, lower=True, clean=False)[1] != 0:   # lambda_min(B) <= floor
-                from scipy.linalg import eigh
                 lam_min = float(eigh(B, eigvals_only=True, subset_by_index=[0, 0])[0])
                 sigma = max(0.0, floor - lam_min)
         factor, info = potrf(B + (sigma + damping) * eye, lower=True, clean=True)
@@ -497,8 +496,6 @@ def lanczos_trust_region(hvp, g, radius: float, *, tol: float, max_iter: int,
     The Lanczos vectors are kept (``2 j t`` numbers) for the step and for full
     re-orthogonalisation in the ``M`` inner product.
     """
-    from scipy.linalg import eigh_tridiagonal
-
     M = _Identity() if preconditioner is None else preconditioner
     g = np.asarray(g, dtype=float)
     g_norm = float(np.linalg.norm(g))
