@@ -8,12 +8,13 @@ Each iteration asks the step strategy for a trial step ``p`` with predicted redu
 
 (the round-off guard of Conn, Gould & Toint §17.4.2: when both reductions are at the
 level of the rounding error of ``E``, ``rho -> 1`` instead of noise). The globalisation
-rule (`TrustRegion`, N&W alg. 4.1; or `Damping`, trainlm) accepts or rejects and
-updates the radius or the damping. The radius is measured in the norm the strategy
-reports with its step (``Step.norm``: ``||p||_M`` for a preconditioned solver, else
-the Euclidean norm); the history records Euclidean step lengths. A rejected step is re-solved at the same point;
-every trial is one iteration. A trial point where ``E`` overflows or is not finite is
-rejected (``rho = -inf``).
+rule (a `Globalization`: `TrustRegion`, N&W alg. 4.1; or `Damping`, trainlm) accepts or
+rejects and updates its knob, the radius or the damping; the driver treats both alike.
+The radius is measured in the norm the strategy reports with its step (``Step.norm``:
+``||p||_M`` for a preconditioned solver, else the Euclidean norm); the history records
+Euclidean step lengths. A rejected step is re-solved at the same point; every trial is
+one iteration. A trial point where ``E`` overflows or is not finite is rejected
+(``rho = -inf``).
 
 Stopping, checked after every iteration in this order: gradient norm ``<= gtol``
 (after an accepted step), relative decrease ``ared / max(|E(w)|, |E(w+p)|, 1) <= ftol``
@@ -25,11 +26,12 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from .checkpoint import CheckpointWriter, model_fingerprint, read_checkpoint
-from .globalization import Damping, TrustRegion, parse_globalization
+from .globalization import Globalization, TrialStep, parse_globalization
 from .objective import Objective, make_objective
 from .result import FitResult, IterationRecord, Status
 from .strategies import State, StepStrategy, make_strategy
@@ -112,8 +114,9 @@ def fit(model, X, Y, *, w0=None, method: str = "block-newton", client=None,
         (``lm``: always ``gauss_newton``); ``structure`` for ``block-newton`` ``row``
         (default) | ``layer`` | ``full``, for ``lm`` ``full`` (default) | ``row`` | ``layer``.
     globalization
-        ``"trust-region"`` | ``"damping"`` | a `TrustRegion` / `Damping` with its
-        parameters; default the method's own (``lm``: damping, others: trust region).
+        ``"trust-region"`` | ``"damping"`` | a `TrustRegion` / `Damping` (a
+        `Globalization`) with its parameters; default the method's own (``lm``: damping,
+        others: trust region).
     options
         Extra keyword options of the step strategy (e.g. ``{"max_cg_iter": 50}``).
     """
@@ -137,7 +140,7 @@ def _check_limits(max_iter, gtol, ftol, max_time):
         raise ValueError(f"max_time must be None or >= 0, got {max_time!r}")
 
 
-def minimize(objective: Objective, strategy: StepStrategy, rule: TrustRegion | Damping, *,
+def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, *,
              w0=None, max_iter: int = 500, gtol: float = 1e-6, ftol: float = 1e-14,
              max_time: float | None = None, checkpoint=None, callback=None,
              verbose: bool = False) -> FitResult:
@@ -146,37 +149,40 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: TrustRegion | D
     start = time.perf_counter()
     model = objective.model
     fingerprint = model_fingerprint(model)
-    trust_region = isinstance(rule, TrustRegion)
 
     resumed = read_checkpoint(checkpoint) if checkpoint is not None else None
     if resumed is not None:
         _check_resume(resumed, strategy, rule, fingerprint, checkpoint)
         w, iteration, history = resumed.w, resumed.iteration, list(resumed.history)
-        radius, damping = resumed.radius, resumed.damping
+        knob = getattr(resumed, rule.knob)
     else:
         w, iteration, history = _initial_weights(model, w0, objective.n_params), 0, []
-        radius = rule.start() if trust_region else None
-        damping = None if trust_region else rule.start()
+        knob = rule.start()
     writer = None
     if checkpoint is not None:
         writer = CheckpointWriter(checkpoint, method=strategy.name, strategy=strategy.config(),
                                   globalization=rule.name, model=fingerprint,
                                   resume_slot=None if resumed is None else resumed.slot)
 
+    def save(status) -> None:
+        """Checkpoint the current iteration, weights and knob."""
+        if writer is not None:
+            writer.write(iteration=iteration, w=state.w, **rule.knob_fields(knob),
+                         status=status, history=history)
+
     objective.prefetch(strategy.curvature_request)
     value = objective.value(w)
     if not math.isfinite(value):
         raise ValueError(f"the objective is not finite at the starting point ({value})")
-    state = State(w, value, objective.gradient(w), objective, iteration, radius, damping)
+    state = State(w, value, objective.gradient(w), objective, iteration, **rule.knob_fields(knob))
 
     status, detail = None, ""
     if state.gradient_norm <= gtol:
         status = Status.GTOL
     elif iteration >= max_iter:
         status = Status.MAX_ITER
-    if writer is not None and resumed is None:
-        writer.write(iteration=iteration, w=state.w, radius=radius, damping=damping,
-                     status=status, history=history)
+    if resumed is None:
+        save(status)
     if verbose:
         _print_header(state, strategy, rule)
 
@@ -191,56 +197,43 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: TrustRegion | D
         trial = state.w + p
         if p_norm == 0.0 or np.array_equal(trial, state.w):
             status, detail = Status.STALLED, "the step is too small to change the weights"
-            if writer is not None:
-                writer.write(iteration=iteration, w=state.w, radius=state.radius,
-                             damping=state.damping, status=status, history=history)
+            save(status)
             break
         trial_value = _trial_value(objective, trial)
         actual = state.value - trial_value
         ratio = float(reduction_ratio(actual, step.model_decrease, state.value))
         accepted = bool(rule.accept(ratio))
-        used_radius, used_damping = state.radius, state.damping
-        # The radius lives in the strategy's norm (||p||_M for a preconditioned solver);
-        # metric_scale converts it to a Euclidean length along this step, for the stall test.
-        tr_norm = p_norm if step.norm is None else float(step.norm)
-        metric_scale = p_norm / tr_norm if tr_norm > 0.0 else 1.0
-        if trust_region:
-            new_radius, new_damping = rule.update(state.radius, ratio, tr_norm, step.hits_boundary), None
-        else:
-            new_radius, new_damping = None, rule.update(state.damping, accepted)
+        trial_step = TrialStep(length=p_norm, norm=p_norm if step.norm is None else float(step.norm),
+                               hits_boundary=step.hits_boundary)
+        used_knob, knob = knob, rule.update(knob, ratio, trial_step)
         iteration += 1
         if accepted:
             relative_decrease = actual / max(abs(state.value), abs(trial_value), 1.0)
             state = State(trial, trial_value, objective.gradient(trial), objective, iteration,
-                          new_radius, new_damping)
-        else:
-            state.iteration, state.radius, state.damping = iteration, new_radius, new_damping
+                          **rule.knob_fields(knob))
+        else:                                   # same point, same cache: re-solved with the new knob
+            state = replace(state, iteration=iteration, **rule.knob_fields(knob))
         record = IterationRecord(iteration=iteration, value=state.value,
                                  gradient_norm=state.gradient_norm, step_norm=p_norm,
                                  ratio=ratio if math.isfinite(ratio) else None, accepted=accepted,
-                                 radius=used_radius, damping=used_damping,
-                                 seconds=time.perf_counter() - t0)
+                                 **rule.knob_fields(used_knob), seconds=time.perf_counter() - t0)
         history.append(record)
 
         if accepted and state.gradient_norm <= gtol:
             status = Status.GTOL
         elif accepted and relative_decrease <= ftol:
             status, detail = Status.FTOL, f"relative decrease {relative_decrease:.3g} <= ftol {ftol:g}"
-        elif trust_region and rule.stalled(state.radius * metric_scale, state.w):
-            status, detail = Status.STALLED, f"trust-region radius {state.radius:.3g} cannot move the weights"
-        elif not trust_region and rule.stalled(state.damping):
-            status, detail = Status.STALLED, f"damping {state.damping:.3g} above its maximum {rule.maximum:g}"
+        elif (reason := rule.stalled(knob, state.w, trial_step)) is not None:
+            status, detail = Status.STALLED, reason
         elif iteration >= max_iter:
             status = Status.MAX_ITER
         elif max_time is not None and time.perf_counter() - start >= max_time:
             status = Status.MAX_TIME
         if callback is not None and callback(state.w, record) and status is None:
             status = Status.CALLBACK
-        if writer is not None:
-            writer.write(iteration=iteration, w=state.w, radius=state.radius,
-                         damping=state.damping, status=status, history=history)
+        save(status)
         if verbose:
-            _print_record(record)
+            _print_record(record, rule)
 
     message = _message(status, detail, state, gtol, max_iter, max_time)
     if verbose:
@@ -282,11 +275,11 @@ def _print_header(state, strategy, rule) -> None:
     print(f"{strategy.name} ({rule.name}): start value {state.value:.10g}, "
           f"gradient norm {state.gradient_norm:.3e}", flush=True)
     print(f"{'iter':>5} {'value':>18} {'|grad|':>10} {'|step|':>10} {'ratio':>9} "
-          f"{'radius/mu':>10} {'ok':>3} {'s':>7}", flush=True)
+          f"{rule.knob:>10} {'ok':>3} {'s':>7}", flush=True)
 
 
-def _print_record(r: IterationRecord) -> None:
-    knob = r.radius if r.radius is not None else r.damping
+def _print_record(r: IterationRecord, rule: Globalization) -> None:
+    knob = getattr(r, rule.knob)
     ratio = "-inf" if r.ratio is None else f"{r.ratio:9.3f}"
     print(f"{r.iteration:5d} {r.value:18.10g} {r.gradient_norm:10.3e} {r.step_norm:10.3e} "
           f"{ratio:>9} {knob:10.3e} {'y' if r.accepted else 'n':>3} {r.seconds:7.3f}", flush=True)
