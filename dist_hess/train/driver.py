@@ -14,7 +14,8 @@ The radius is measured in the norm the strategy reports with its step (``Step.no
 ``||p||_M`` for a preconditioned solver, else the Euclidean norm); the history records
 Euclidean step lengths. A rejected step is re-solved at the same point; every trial is
 one iteration. A trial point where ``E`` overflows or is not finite is rejected
-(``rho = -inf``).
+(``rho = -inf``). Steps are projected by the objective (`Objective.project`: pruned
+weights stay at zero).
 
 Stopping, checked after every iteration in this order: gradient norm ``<= gtol``
 (after an accepted step), relative decrease ``ared / max(|E(w)|, |E(w+p)|, 1) <= ftol``
@@ -57,19 +58,18 @@ def _trial_value(objective: Objective, w: np.ndarray) -> float:
     return value if math.isfinite(value) else math.nan
 
 
-def _initial_weights(model, w0, n_params: int) -> np.ndarray:
+def _initial_weights(objective: Objective, w0) -> np.ndarray:
     if w0 is None:
-        if not hasattr(model, "init"):
+        if not hasattr(objective.model, "init"):
             raise TypeError("the model has no init(); pass w0")
-        w0 = model.init(seed=0)
+        w0 = objective.model.init(seed=0)
     w = np.array(w0, dtype=float, copy=True)
+    n_params = objective.n_params
     if w.shape != (n_params,):
         raise ValueError(f"w0 must have shape ({n_params},), got {w.shape}")
     if not np.all(np.isfinite(w)):
         raise ValueError("w0 has non-finite entries")
-    if hasattr(model, "project"):              # pruned weights start (and stay) at zero
-        w = np.asarray(model.project(w), dtype=float)
-    return w
+    return objective.project(w)                 # pruned weights start (and stay) at zero
 
 
 def fit(model, X, Y, *, w0=None, method: str = "block-newton", client=None,
@@ -147,8 +147,7 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
     """The driver loop on an `Objective` (see the module docstring); `fit` builds its arguments."""
     _check_limits(max_iter, gtol, ftol, max_time)
     start = time.perf_counter()
-    model = objective.model
-    fingerprint = model_fingerprint(model)
+    fingerprint = model_fingerprint(objective.model)
 
     resumed = read_checkpoint(checkpoint) if checkpoint is not None else None
     if resumed is not None:
@@ -156,7 +155,7 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
         w, iteration, history = resumed.w, resumed.iteration, list(resumed.history)
         knob = getattr(resumed, rule.knob)
     else:
-        w, iteration, history = _initial_weights(model, w0, objective.n_params), 0, []
+        w, iteration, history = _initial_weights(objective, w0), 0, []
         knob = rule.start()
     writer = None
     if checkpoint is not None:
@@ -189,10 +188,8 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
     while status is None:
         t0 = time.perf_counter()
         step = strategy.solve(state)
-        p = np.asarray(step.direction, dtype=float)
-        if hasattr(model, "project"):
-            # eigendecompositions and the hard case (p + tau z) may touch pruned entries
-            p = np.asarray(model.project(p), dtype=float)
+        # eigendecompositions and the hard case (p + tau z) may touch pruned entries
+        p = objective.project(np.asarray(step.direction, dtype=float))
         p_norm = float(np.linalg.norm(p))
         trial = state.w + p
         if p_norm == 0.0 or np.array_equal(trial, state.w):

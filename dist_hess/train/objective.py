@@ -81,6 +81,13 @@ class Objective(ABC):
     def hvp(self, w: np.ndarray, v: np.ndarray, kind: str) -> np.ndarray:
         """``B v`` for ``B`` the curvature ``kind`` (hessian | gauss_newton) at ``w``."""
 
+    def project(self, v: np.ndarray) -> np.ndarray:
+        """``v`` (weights or a step) with the entries the model holds at zero (pruned
+        weights: `dist_hess.Model.project`) set to zero; ``v`` itself for a model
+        without ``project`` (the stand-ins of the tests)."""
+        project = getattr(self.model, "project", None)
+        return v if project is None else np.asarray(project(v), dtype=float)
+
     def prefetch(self, request: tuple[str, str] | None) -> None:
         """Say which curvature the step strategy will want at every accepted point.
 
