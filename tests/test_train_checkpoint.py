@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 import zarr
 
-from dist_hess.train import fit, read_checkpoint
+import dist_hess as dh
+from dist_hess.train import TrustRegion, fit, minimize, read_checkpoint
 from dist_hess.train.checkpoint import FORMAT
+from dist_hess.train.datasets import load_sklearn
+from dist_hess.train.objective import LocalObjective
+from dist_hess.train.strategies import Step, StepStrategy, make_strategy
 from tests.test_train_problems import PROBLEMS, Rosenbrock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +52,84 @@ def test_resume_continues_from_the_stored_iteration(tmp_path, method, globalizat
     assert without_seconds(resumed.history) == without_seconds(straight.history)
     np.testing.assert_array_equal(resumed.w, straight.w)
     assert read_checkpoint(path).status == str(resumed.status)
+
+
+def rbf_network():
+    """Two Gaussian RBF units and a linear skip on 200 diabetes rows, where `lm`'s hybrid
+    goes from Gauss-Newton to the Hessian at iteration 12 and back at 18."""
+    X, Y = load_sklearn("diabetes")
+    spec = {"inputs": 10, "loss": "squared", "penalty": {"type": "l2", "lambda": 1.0},
+            "layers": [{"type": "rbf", "units": 2, "metric": "isotropic", "activation": "gaussian"},
+                       {"type": "dense", "units": 1, "activation": "identity", "sources": [1, 0]}]}
+    return dh.Model.from_dict(spec), X[:200], Y[:200]
+
+
+def test_lm_resumed_in_either_phase_is_the_uninterrupted_run(tmp_path):
+    """The hybrid's phase and counters travel in the checkpoint (strategy_state): stopped
+    while counting towards the switch, in the Hessian phase, or after going back, the
+    resumed run ends bitwise where the uninterrupted one ends."""
+    model, X, Y = rbf_network()
+    straight = fit(model, X, Y, method="lm", max_iter=300)
+    assert straight.converged
+    for stop, phase, count in [(10, "gauss_newton", 2), (14, "hessian", 0), (19, "gauss_newton", 1)]:
+        path = tmp_path / f"stop{stop}.zarr"
+        fit(model, X, Y, method="lm", max_iter=stop, checkpoint=path)
+        stored = read_checkpoint(path).strategy_state
+        assert (stored["phase"], stored["count"]) == (phase, count)
+        resumed = fit(model, X, Y, method="lm", max_iter=300, checkpoint=path)
+        assert (resumed.value, resumed.n_iter, resumed.status) == \
+            (straight.value, straight.n_iter, straight.status)
+        np.testing.assert_array_equal(resumed.w, straight.w)
+        assert without_seconds(resumed.history) == without_seconds(straight.history)
+
+
+class Remembering(StepStrategy):
+    """Steepest descent plus half the previous step, cut to the trust region: each step
+    depends on the last one (as a warm start does), an array kept in `state_dict`."""
+
+    name, globalizations = "remembering", ("trust-region",)
+
+    def __init__(self):
+        self.previous, self.steps = None, 0
+
+    def solve(self, state):
+        d = -state.gradient if self.previous is None else 0.5 * self.previous - state.gradient
+        scale = min(1.0, state.radius / float(np.linalg.norm(d)))
+        p = scale * d
+        H = state.curvature("hessian", "full")
+        self.previous, self.steps = p, self.steps + 1
+        return Step(p, -float(state.gradient @ p + 0.5 * p @ H @ p), scale < 1.0)
+
+    def state_dict(self):
+        return {"steps": self.steps, **({} if self.previous is None else {"previous": self.previous})}
+
+    def load_state_dict(self, saved):
+        self.steps, self.previous = saved["steps"], saved.get("previous")
+
+
+def test_strategy_state_arrays_are_zarr_arrays_and_resume_bitwise(tmp_path):
+    model, X, Y = PROBLEMS["rosenbrock2"]
+    run = lambda max_iter, **kw: minimize(LocalObjective(model, X, Y), Remembering(),  # noqa: E731
+                                          TrustRegion(), max_iter=max_iter, **kw)
+    straight = run(40)
+    path = tmp_path / "fit.zarr"
+    run(15, checkpoint=path)
+    attrs = zarr.open_group(path, mode="r").attrs.asdict()
+    assert attrs["strategy_state"] == {"steps": 15} and attrs["strategy_arrays"] == ["previous"]
+    assert read_checkpoint(path).strategy_state["previous"].shape == (model.n_params,)
+    resumed = run(40, checkpoint=path)
+    np.testing.assert_array_equal(resumed.w, straight.w)
+    assert without_seconds(resumed.history) == without_seconds(straight.history)
+
+
+def test_a_strategy_without_state_refuses_a_stored_one():
+    strategy = make_strategy("newton")
+    assert strategy.state_dict() == {}
+    strategy.load_state_dict({})
+    with pytest.raises(ValueError, match="keeps no state"):
+        strategy.load_state_dict({"phase": "hessian"})
+    with pytest.raises(ValueError, match="phase"):
+        make_strategy("lm").load_state_dict({"phase": "newton", "count": 0, "last": None})
 
 
 def test_resuming_a_finished_run_does_nothing_more(tmp_path):
@@ -134,6 +216,7 @@ def test_checkpoint_is_plain_arrays_and_json(tmp_path):
     assert attrs["complete_iteration"] == 5 and len(attrs["history"]) == 5
     assert attrs["method"] == "lm" and attrs["globalization"] == "damping"
     assert attrs["damping"] == pytest.approx(read_checkpoint(path).damping)
+    assert attrs["radius"] is None and attrs["strategy_state"]["phase"] == "gauss_newton"
     assert attrs["model"]["spec"] == model.to_dict()
     group = zarr.open_group(path, mode="r")
     weights = group[f"weights_{attrs['slot']}"]

@@ -5,15 +5,25 @@ Layout (a zarr v3 group; plain arrays and JSON attributes, nothing pickled)::
     attrs: format="dist_hess/fit-checkpoint/1", method, strategy (its JSON config),
            globalization, model (fingerprint: n_params, layer_slices, spec),
            and, once an iteration is complete:
-           complete_iteration, slot, radius, damping, status, history (list of records)
+           complete_iteration, slot, radius, damping (the globalisation's knob; the
+           other one null), strategy_state (`StepStrategy.state_dict` less its
+           arrays), strategy_arrays (the names of those), status, history (records)
     weights_0 (t,)   weights_1 (t,)      two slots, written alternately
+    strategy_0_NAME  strategy_1_NAME     each numpy array of the strategy state, in
+                                         the same two slots
 
-An iteration writes the weights into the slot *not* named by ``attrs["slot"]``, then
+A strategy state is a JSON object whose top-level values may also be numpy arrays (a
+warm start of ``t`` numbers does not belong in the attributes). An iteration writes
+the weights and those arrays into the slot *not* named by ``attrs["slot"]``, then
 replaces all attributes in one write (``complete_iteration`` and ``slot`` last, in the
 same document). A write interrupted before the attributes land leaves the previous
 state intact and readable; zarr's local store replaces ``zarr.json`` atomically, so
 the attributes are either old or new. A group without ``complete_iteration`` holds no
-usable state and is started afresh.
+usable state and is started afresh. A checkpoint written before ``strategy_state``
+existed reads as an empty strategy state.
+
+zarr is imported by `_open`, on the first checkpoint read or written, so that a fit
+without a checkpoint does not pay for loading it.
 """
 from __future__ import annotations
 
@@ -53,12 +63,14 @@ class CheckpointState:
     w: np.ndarray
     radius: float | None
     damping: float | None
+    strategy_state: dict
     status: str | None
     history: list[IterationRecord]
     slot: int
 
 
 def _open(path, mode: str):
+    """The zarr v3 group at ``path`` (``None`` if there is none), imported here only (module docstring)."""
     import zarr
     from zarr.errors import GroupNotFoundError
 
@@ -100,11 +112,15 @@ def read_checkpoint(path) -> CheckpointState | None:
     if len(history) != iteration:
         raise ValueError(f"checkpoint {str(path)!r} is inconsistent: iteration {iteration} "
                          f"but {len(history)} history records")
+    strategy_state = dict(attrs.get("strategy_state") or {})
+    for name in attrs.get("strategy_arrays", []):
+        strategy_state[name] = np.asarray(group[_array_name(slot, name)][...])
     return CheckpointState(method=attrs["method"], strategy=attrs["strategy"],
                            globalization=attrs["globalization"], model=attrs["model"],
                            iteration=iteration, w=w, radius=attrs.get("radius"),
-                           damping=attrs.get("damping"), status=attrs.get("status"),
-                           history=history, slot=slot)
+                           damping=attrs.get("damping"),
+                           strategy_state=strategy_state,
+                           status=attrs.get("status"), history=history, slot=slot)
 
 
 class CheckpointWriter:
@@ -112,11 +128,9 @@ class CheckpointWriter:
 
     def __init__(self, path, *, method: str, strategy: dict, globalization: str, model: dict,
                  resume_slot: int | None = None):
-        import zarr
-
         group = _open(path, "a")
         if group is None:                                       # pragma: no cover
-            group = zarr.open_group(path, mode="w", zarr_format=3)
+            group = _open(path, "w")
         existing = group.attrs.asdict()
         if existing and existing.get("format") != FORMAT:
             raise ValueError(f"{str(path)!r} exists and is not a dist_hess fit checkpoint; "
@@ -133,17 +147,48 @@ class CheckpointWriter:
                                    chunks=(max(1, self.n_params),), overwrite=True)
         self.slot = resume_slot
 
-    def write(self, *, iteration: int, w: np.ndarray, radius, damping, status,
-              history: list[IterationRecord]) -> None:
+    def write(self, *, iteration: int, w: np.ndarray, radius, damping, strategy_state: dict,
+              status, history: list[IterationRecord]) -> None:
         slot = 0 if self.slot is None else 1 - self.slot
+        values, arrays = _split_state(strategy_state, self.base["method"])
         self.group[SLOTS[slot]][...] = np.asarray(w, dtype=float)
+        for name, array in arrays.items():
+            self._put_array(_array_name(slot, name), array)
         self.group.attrs.put({
             **self.base,
             "radius": None if radius is None else float(radius),
             "damping": None if damping is None else float(damping),
+            "strategy_state": values,
+            "strategy_arrays": sorted(arrays),
             "status": None if status is None else str(status),
             "history": [r.to_dict() for r in history],
             "slot": slot,
             "complete_iteration": int(iteration),
         })
         self.slot = slot
+
+    def _put_array(self, name: str, array: np.ndarray) -> None:
+        if name not in self.group or self.group[name].shape != array.shape \
+                or self.group[name].dtype != array.dtype:
+            self.group.create_array(name, shape=array.shape, dtype=array.dtype,
+                                    chunks=tuple(max(1, n) for n in array.shape), overwrite=True)
+        self.group[name][...] = array
+
+
+def _array_name(slot: int, name: str) -> str:
+    return f"strategy_{slot}_{name}"
+
+
+def _split_state(strategy_state: dict, method: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """The JSON values and the numpy arrays of a strategy state (`StepStrategy.state_dict`)."""
+    arrays = {name: value for name, value in strategy_state.items() if isinstance(value, np.ndarray)}
+    values = {name: value for name, value in strategy_state.items() if name not in arrays}
+    bad = [name for name in arrays if not (isinstance(name, str) and name.isidentifier())]
+    if bad:
+        raise ValueError(f"strategy {method!r}: state arrays need identifier names, got {bad}")
+    try:
+        json.dumps(values, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"strategy {method!r}: its state must be JSON values or numpy arrays "
+                         f"({err})") from err
+    return values, arrays

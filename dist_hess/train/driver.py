@@ -22,6 +22,10 @@ Stopping, checked after every iteration in this order: gradient norm ``<= gtol``
 (after an accepted step), the rule stalls (radius below float spacing of ``w``,
 damping above its maximum), ``max_iter`` iterations in all (resumed runs included),
 ``max_time`` seconds in this call, the callback returns true.
+
+A checkpoint, written after every iteration, holds the weights, the rule's knob, the
+strategy's `StepStrategy.state_dict` and the history; a resumed run continues as the
+uninterrupted one would, bitwise.
 """
 from __future__ import annotations
 
@@ -154,6 +158,7 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
         _check_resume(resumed, strategy, rule, fingerprint, checkpoint)
         w, iteration, history = resumed.w, resumed.iteration, list(resumed.history)
         knob = getattr(resumed, rule.knob)
+        strategy.load_state_dict(resumed.strategy_state)
     else:
         w, iteration, history = _initial_weights(objective, w0), 0, []
         knob = rule.start()
@@ -164,10 +169,10 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
                                   resume_slot=None if resumed is None else resumed.slot)
 
     def save(status) -> None:
-        """Checkpoint the current iteration, weights and knob."""
+        """Checkpoint the current iteration, weights, knob and strategy state."""
         if writer is not None:
             writer.write(iteration=iteration, w=state.w, **rule.knob_fields(knob),
-                         status=status, history=history)
+                         strategy_state=strategy.state_dict(), status=status, history=history)
 
     objective.prefetch(strategy.curvature_request)
     value = objective.value(w)

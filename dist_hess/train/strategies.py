@@ -4,7 +4,10 @@ The driver owns acceptance, the radius or damping, stopping and checkpoints
 (STYLE.md habit 5, as scipy's ``_trustregion.py``); a strategy implements
 ``solve(state) -> Step`` and may keep factorisations in ``state.cache``, which lives
 as long as the iterate (a rejected step is re-solved at the same point with a new
-radius or damping and reuses them).
+radius or damping and reuses them). What a strategy carries from one iterate to the
+next (a phase, counters, a schedule, a random generator, a warm start) it returns from
+``state_dict()`` (JSON values and numpy arrays) and takes back in ``load_state_dict``:
+the driver stores it in every checkpoint, so a resumed run is the uninterrupted one.
 
 =================  ============================================  ======================
 method             step                                          globalisation
@@ -103,7 +106,8 @@ class Step:
 class StepStrategy(ABC):
     """Base class: ``solve(state) -> Step``; `globalizations` lists the rules it supports
     (the first is the default); `curvature_request` the ``(kind, structure)`` it will
-    read at every iterate, or ``None``."""
+    read at every iterate, or ``None``; `state_dict` / `load_state_dict` what it carries
+    between iterates (default: nothing)."""
 
     name: ClassVar[str]
     globalizations: ClassVar[tuple[str, ...]]
@@ -118,6 +122,18 @@ class StepStrategy(ABC):
     def config(self) -> dict:
         """JSON description (stored in checkpoints)."""
         return {"method": self.name}
+
+    def state_dict(self) -> dict:
+        """Everything the strategy carries from one iterate to the next: a JSON object
+        whose top-level values may also be numpy arrays (stored as zarr arrays). The
+        driver stores it in every checkpoint; ``{}`` for a strategy that keeps nothing."""
+        return {}
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Take back what `state_dict` returned, before the first `solve` of a resumed run."""
+        if saved:
+            raise ValueError(f"method {self.name!r} keeps no state between iterations, "
+                             f"but the checkpoint holds {sorted(saved)}")
 
 
 def _check_kind(kind: str, allowed=CURVATURE_KINDS) -> str:
@@ -379,12 +395,14 @@ class LevenbergMarquardt(StepStrategy):
     near) it takes damped Newton steps ``-(H + mu I)^{-1} g`` (``H`` shifted to be
     positive definite if it is not), which converge quadratically as ``mu`` falls, and
     goes back to Gauss-Newton when an accepted step fails to decrease ``||g||_inf``.
-    ``hybrid=False`` is plain Levenberg-Marquardt. The phase is not checkpointed: a
-    resumed run starts with Gauss-Newton.
+    ``hybrid=False`` is plain Levenberg-Marquardt. The phase, the count of qualifying
+    steps and the last point seen are the strategy's state (`state_dict`), checkpointed
+    with every iteration.
     """
 
     name = "lm"
     globalizations = ("damping",)
+    PHASES = ("gauss_newton", "hessian")
 
     def __init__(self, *, kind: str | None = None, structure: str | None = None,
                  hybrid: bool = True, switch_after: int = 3, switch_ratio: float = 0.02):
@@ -441,6 +459,22 @@ class LevenbergMarquardt(StepStrategy):
         return {"method": self.name, "kind": self.kind, "structure": self.structure,
                 "hybrid": self.hybrid, "switch_after": self.switch_after,
                 "switch_ratio": self.switch_ratio}
+
+    def state_dict(self):
+        """``phase``, ``count`` (qualifying Gauss-Newton steps in a row) and ``last``
+        (``[iteration, E, ||g||_inf]`` at the last point seen, or ``None``)."""
+        return {"phase": self._phase, "count": self._count,
+                "last": None if self._last is None else list(self._last)}
+
+    def load_state_dict(self, saved):
+        if not saved:                        # a checkpoint written before strategies had state
+            return
+        if set(saved) != {"phase", "count", "last"} or saved["phase"] not in self.PHASES:
+            raise ValueError(f"lm strategy state must have a phase in {list(self.PHASES)}, "
+                             f"a count and a last point, got {saved!r}")
+        last = saved["last"]
+        self._phase, self._count = saved["phase"], int(saved["count"])
+        self._last = None if last is None else (int(last[0]), float(last[1]), float(last[2]))
 
 
 STRATEGIES: dict[str, type[StepStrategy]] = {
