@@ -44,16 +44,14 @@ __all__ = ["State", "Step", "StepStrategy", "ExactNewton", "NewtonCG", "BlockNew
 
 CURVATURE_KINDS = ("hessian", "gauss_newton")
 EPS = np.finfo(float).eps
-#: Default cap on CG iterations per step, in multiples of ``t``: in floating point CG
-#: needs more than ``t`` products on ill-conditioned Hessians (condition 2e5 on a
-#: 10-8-1 diabetes network: capped at ``t`` the steps stay inexact, the gradient falls
-#: linearly and the relative-decrease test stops the run at ||g|| ~ 1e-6).
+#: Default cap on CG iterations per step, in multiples of ``t``. CG ends within ``t``
+#: products in exact arithmetic, but needs more in floating point on ill-conditioned
+#: curvature; a cap of ``t`` would leave those steps inexact (docs/training.md).
 CG_ITER_FACTOR = 3
-#: block-newton's default ``min_global_curvature_ratio`` (CG and Lanczos solvers). Each
-#: block's own floor is relative to that block, so the rows of nearly saturated units
-#: get a tiny metric and move far inside the ``||p||_M`` trust region; on the example
-#: models from seeds 0-4 the fits then ended at or below L-BFGS-B's loss in 6 of 25
-#: runs, with this floor in 15 of 25 (docs/training.md).
+#: block-newton's default ``min_global_curvature_ratio`` (CG and Lanczos solvers): every
+#: block's eigenvalues are also floored at this fraction of the largest over all blocks,
+#: so that nearly flat blocks (the rows of saturated units) do not get a tiny metric
+#: and move far inside the ``||p||_M`` trust region (docs/training.md).
 GLOBAL_CURVATURE_FLOOR = 1e-3
 
 
@@ -387,14 +385,14 @@ class LevenbergMarquardt(StepStrategy):
 
     Gauss-Newton converges only linearly when the residual curvature ``S = H - G`` is
     not small at the minimum, and not at all when ``G^{-1}S`` has spectral radius above
-    one, which is common for real networks (e.g. 4 to 20 at the minima of small tanh
-    networks on diabetes and breast cancer). With ``hybrid=True`` (default) the method
-    is the hybrid of Madsen, Nielsen & Tingleff (2004, alg. 3.16) with the exact
-    Hessian in place of their BFGS matrix: after ``switch_after`` consecutive accepted
-    steps with ``||g||_inf < switch_ratio * E`` (a minimum with a large residual is
-    near) it takes damped Newton steps ``-(H + mu I)^{-1} g`` (``H`` shifted to be
-    positive definite if it is not), which converge quadratically as ``mu`` falls, and
-    goes back to Gauss-Newton when an accepted step fails to decrease ``||g||_inf``.
+    one, which is common for real networks (docs/training.md). With ``hybrid=True``
+    (default) the method is the hybrid of Madsen, Nielsen & Tingleff (2004, alg. 3.16)
+    with the exact Hessian in place of their BFGS matrix: after ``switch_after``
+    consecutive accepted steps with ``||g||_inf < switch_ratio * E`` (a minimum with a
+    large residual is near) it takes damped Newton steps ``-(H + mu I)^{-1} g`` (``H``
+    shifted to be positive definite if it is not), which converge quadratically as
+    ``mu`` falls, and goes back to Gauss-Newton when an accepted step fails to decrease
+    ``||g||_inf``.
     ``hybrid=False`` is plain Levenberg-Marquardt. The phase, the count of qualifying
     steps and the last point seen are the strategy's state (`state_dict`), checkpointed
     with every iteration.
