@@ -204,21 +204,11 @@ def add_derivatives_command(subparsers) -> None:
     p.set_defaults(run=run_derivatives)
 
 
-def _security(args):
-    if not (args.tls_ca_file or args.tls_cert or args.tls_key):
-        return None
-    from distributed import Security
-    return Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert,
-                    tls_client_key=args.tls_key, require_encryption=True)
-
-
 def _client(args, work: int):
-    from .distributed.cluster import connect, embedded_client, resolve_client
-    if args.scheduler:
-        return connect(args.scheduler, security=_security(args), timeout=args.timeout)
-    if args.workers:
-        return embedded_client(n_workers=args.workers)
-    return resolve_client(None, work=work)
+    from .distributed.cluster import resolve_client, tls_security
+    return resolve_client(args.scheduler, n_workers=args.workers, work=work,
+                          security=tls_security(args.tls_ca_file, args.tls_cert, args.tls_key),
+                          connect_timeout=args.timeout)
 
 
 def run_derivatives(args) -> int:

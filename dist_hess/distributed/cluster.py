@@ -1,27 +1,35 @@
-"""Which Dask client an evaluation runs on.
+"""Which Dask client a computation runs on: :func:`resolve_client`, the one decision.
 
-``client`` as given to :func:`dist_hess.evaluate`:
+``dist_hess.evaluate``, ``dist_hess.fit`` (its objective), ``persist_data`` and the
+``dist-hess`` command line all pass what the user gave through :func:`resolve_client`:
 
 - a ``distributed.Client``: used as is;
 - a scheduler address string (``"tcp://10.0.0.5:8786"``, ``"tls://..."``): a
   client is connected once per address and kept for later calls (``security``
   is passed through for TLS); an unreachable address raises ``ConnectionError``
   after ``connect_timeout`` seconds instead of hanging;
+- ``None`` with ``n_workers``: the embedded ``LocalCluster`` with that many workers
+  (``dist-hess --workers N``);
 - ``None``: the current client if the caller made one (``distributed.Client(...)``
   or ``with Client(...)``); otherwise problems with ``n * t`` below
-  :data:`IN_PROCESS_WORK` run in this process without any cluster, and larger
-  ones on an embedded ``LocalCluster`` (one single-threaded worker process per
-  core, BLAS pinned to one thread per worker), created on first use, reused by
-  later calls and closed at interpreter exit.
+  :data:`IN_PROCESS_WORK` run in this process without any cluster (``None`` is
+  returned), and larger ones, or callers that need a cluster whatever the size
+  (``work=None``: data to persist on workers), on an embedded ``LocalCluster`` (one
+  single-threaded worker process per core, BLAS pinned to one thread per worker),
+  created on first use, reused by later calls and closed at interpreter exit.
+
+``distributed`` is imported only when a cluster is used, so that in-process work
+never pays for it.
 """
 from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 
-__all__ = ["IN_PROCESS_WORK", "DEFAULT_CONNECT_TIMEOUT", "BLAS_ENV", "current_client",
-           "connect", "embedded_client", "close_clients", "resolve_client"]
+__all__ = ["IN_PROCESS_WORK", "DEFAULT_CONNECT_TIMEOUT", "BLAS_ENV", "resolve_client",
+           "tls_security", "current_client", "connect", "embedded_client", "close_clients"]
 
 #: ``n * t`` below which ``client=None`` (and no current client) stays in-process.
 IN_PROCESS_WORK = 50_000_000
@@ -36,11 +44,15 @@ _embedded: dict[str, object] = {}           # "cluster", "client"
 
 
 def current_client():
-    """The client the caller has made current, or ``None``."""
-    try:
-        from distributed import default_client
-    except ImportError:                       # pragma: no cover - distributed is a dependency
+    """The client the caller has made current, or ``None``.
+
+    No client exists before ``distributed`` is imported, so this answers without
+    importing it.
+    """
+    if "distributed" not in sys.modules:
         return None
+    from distributed import default_client
+
     try:
         client = default_client()
     except ValueError:                        # "No clients found"
@@ -117,17 +129,51 @@ def close_clients() -> None:
 atexit.register(close_clients)
 
 
-def resolve_client(client, *, work: int, security=None,
-                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT):
-    """Turn ``evaluate``'s ``client`` argument into a ``Client``, or ``None`` for in-process."""
+def resolve_client(client=None, *, work: int | None = None, n_workers: int | None = None,
+                   security=None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT):
+    """The ``distributed.Client`` to run on, or ``None`` to run in this process.
+
+    client : what the user gave: ``None``, a ``distributed.Client`` or a scheduler
+        address (``"tcp://..."``, ``"tls://..."``).
+    work : ``n * t`` (examples times parameters), for the in-process decision when
+        ``client`` is ``None``: below :data:`IN_PROCESS_WORK` (and no current client)
+        the answer is ``None``. ``None`` means the caller needs a cluster whatever the
+        size (it persists data on workers).
+    n_workers : with ``client=None``, the embedded ``LocalCluster`` with this many
+        worker processes, whatever the work.
+    security, connect_timeout : for an address (``distributed.Security`` for
+        ``tls://``, see :func:`tls_security`; seconds before ``ConnectionError``).
+    """
+    if n_workers is not None:
+        if client is not None:
+            raise ValueError(f"n_workers={n_workers!r} starts an embedded local cluster; "
+                             f"it cannot be combined with client={client!r}")
+        if isinstance(n_workers, bool) or int(n_workers) != n_workers or n_workers < 1:
+            raise ValueError(f"n_workers must be a positive number of worker processes, "
+                             f"got {n_workers!r}")
+        return embedded_client(n_workers=int(n_workers))
     if client is None:
         found = current_client()
         if found is not None:
             return found
-        return None if work < IN_PROCESS_WORK else embedded_client()
+        if work is not None and work < IN_PROCESS_WORK:
+            return None
+        return embedded_client()
     if isinstance(client, str):
         return connect(client, security=security, timeout=connect_timeout)
     if hasattr(client, "scatter") and hasattr(client, "compute"):
         return client
     raise TypeError(f"client must be None, a scheduler address string or a "
                     f"distributed.Client, got {type(client).__name__}")
+
+
+def tls_security(ca_file: str | None = None, cert: str | None = None, key: str | None = None):
+    """A client's ``distributed.Security`` for ``tls://`` addresses from PEM files
+    (certificate authority, this client's certificate and key); ``None`` when none
+    is given."""
+    if not (ca_file or cert or key):
+        return None
+    from distributed import Security
+
+    return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key,
+                    require_encryption=True)

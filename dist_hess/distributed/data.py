@@ -12,12 +12,15 @@ gives the same bits on any cluster.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from functools import reduce
 
 import numpy as np
 
-__all__ = ["Shards", "as_shards", "default_chunk_rows", "persist_data",
+from .cluster import resolve_client
+
+__all__ = ["Shards", "as_shards", "default_chunk_rows", "persist_data", "is_dask_array",
            "MIN_SHARD_ROWS", "MAX_DEFAULT_SHARDS"]
 
 #: Default sharding of in-memory data: at most this many shards ...
@@ -32,20 +35,17 @@ def default_chunk_rows(n: int) -> int:
     return max(1, math.ceil(n / shards))
 
 
-def _is_dask(a) -> bool:
-    try:
-        import dask.array as da
-    except ImportError:                                    # pragma: no cover
-        return False
-    return isinstance(a, da.Array)
+def is_dask_array(a) -> bool:
+    """Whether ``a`` is a ``dask.array.Array``. No dask array exists before
+    ``dask.array`` is imported, so this answers without importing it."""
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(a, da.Array)
 
 
 def _is_zarr(a) -> bool:
-    try:
-        import zarr
-    except ImportError:                                    # pragma: no cover
-        return False
-    return isinstance(a, zarr.Array)
+    """Whether ``a`` is a ``zarr.Array`` (without importing zarr, as `is_dask_array`)."""
+    zarr = sys.modules.get("zarr")
+    return zarr is not None and isinstance(a, zarr.Array)
 
 
 def _check_row_chunks(name: str, a) -> None:
@@ -74,7 +74,7 @@ class Shards:
 
     @property
     def lazy(self) -> bool:
-        return _is_dask(self.X)
+        return is_dask_array(self.X)
 
     @property
     def row_chunks(self) -> tuple[int, ...]:
@@ -133,11 +133,11 @@ def as_shards(X, Y, chunk_size: int | None = None) -> Shards:
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size!r}")
     chunk_size = None if chunk_size is None else int(chunk_size)
-    lazy = any(_is_dask(a) or _is_zarr(a) for a in (X, Y))
+    lazy = any(is_dask_array(a) or _is_zarr(a) for a in (X, Y))
     if lazy:
         import dask.array as da
-        X = _as_dask("X", X, chunk_size) if (_is_dask(X) or _is_zarr(X)) else np.asarray(X)
-        Y = _as_dask("Y", Y, chunk_size) if (_is_dask(Y) or _is_zarr(Y)) else np.asarray(Y)
+        X = _as_dask("X", X, chunk_size) if is_dask_array(X) or _is_zarr(X) else np.asarray(X)
+        Y = _as_dask("Y", Y, chunk_size) if is_dask_array(Y) or _is_zarr(Y) else np.asarray(Y)
     else:
         X, Y = np.asarray(X), np.asarray(Y)
     if X.ndim != 2:
@@ -153,10 +153,10 @@ def as_shards(X, Y, chunk_size: int | None = None) -> Shards:
         chunks = [rows] * (X.shape[0] // rows) + ([X.shape[0] % rows] if X.shape[0] % rows else [])
         return Shards(X, Y, _boundaries(chunks))
     # Align the rows of both on the dask one (X first).
-    lead = X if _is_dask(X) else Y
+    lead = X if is_dask_array(X) else Y
     rows = lead.chunks[0]
-    X = X.rechunk({0: rows}) if _is_dask(X) else da.from_array(X, chunks=(rows,) + X.shape[1:])
-    Y = Y.rechunk({0: rows}) if _is_dask(Y) else da.from_array(Y, chunks=(rows,) + Y.shape[1:])
+    X = X.rechunk({0: rows}) if is_dask_array(X) else da.from_array(X, chunks=(rows,) + X.shape[1:])
+    Y = Y.rechunk({0: rows}) if is_dask_array(Y) else da.from_array(Y, chunks=(rows,) + Y.shape[1:])
     return Shards(X, Y, _boundaries(rows))
 
 
@@ -170,12 +170,6 @@ def persist_data(X, Y, client=None, *, chunk_size: int | None = None):
     ``client``: a ``distributed.Client`` or a scheduler address; ``None`` means
     the current client, else the embedded local cluster.
     """
-    from .cluster import current_client, embedded_client, resolve_client
-
     shards = as_shards(X, Y, chunk_size).as_dask()
-    if client is None:
-        client = current_client() or embedded_client()
-    else:
-        client = resolve_client(client, work=0)
-    X, Y = client.persist([shards.X, shards.Y])
+    X, Y = resolve_client(client).persist([shards.X, shards.Y])
     return X, Y

@@ -142,13 +142,8 @@ def _load(args, model):
 
 
 def _client(args, work: int):
-    from dist_hess.distributed.cluster import connect, embedded_client, resolve_client
-
-    if args.scheduler:
-        return connect(args.scheduler)
-    if args.workers:
-        return embedded_client(n_workers=args.workers)
-    return resolve_client(None, work=work)
+    from dist_hess.distributed.cluster import resolve_client
+    return resolve_client(args.scheduler, n_workers=args.workers, work=work)
 
 
 def _as_local_or_dask(X, Y, client):

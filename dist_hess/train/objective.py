@@ -14,21 +14,12 @@ paying for it twice.
 """
 from __future__ import annotations
 
-import sys
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["Objective", "LocalObjective", "DaskObjective", "make_objective", "is_dask_array"]
-
-
-def is_dask_array(a) -> bool:
-    try:
-        import dask.array as da
-    except ImportError:                                      # pragma: no cover
-        return False
-    return isinstance(a, da.Array)
+__all__ = ["Objective", "LocalObjective", "DaskObjective", "make_objective"]
 
 
 class _PointCache:
@@ -156,14 +147,12 @@ class DaskObjective(Objective):
 
     def __init__(self, model, X, Y, *, client=None, **evaluate_options):
         from dist_hess.distributed import persist_data
-        from dist_hess.distributed.cluster import current_client, embedded_client, resolve_client
+        from dist_hess.distributed.cluster import resolve_client
 
         self.model = model
         # The client that holds the data runs every evaluation: the one given (a Client or
         # an address), else the current client, else the embedded local cluster.
-        if client is None:
-            client = current_client() or embedded_client()
-        self.client = resolve_client(client, work=0)
+        self.client = resolve_client(client)
         self.evaluate_options = evaluate_options      # e.g. split_every, memory_budget
         self.X, self.Y = persist_data(X, Y, self.client)
         self._cache = _PointCache()
@@ -220,24 +209,25 @@ def make_objective(model, X, Y, *, client=None) -> Objective:
     """Where the evaluations run (DESIGN.md §3, ``client=None`` is the embedded default).
 
     `DaskObjective` when ``X`` or ``Y`` is a dask array or a client is given; with
-    ``client=None`` and in-memory data, also when a current client exists or when the
-    work ``n * t`` reaches `dist_hess.distributed.cluster.IN_PROCESS_WORK` (the
-    embedded local cluster); otherwise `LocalObjective` in this process. Data that are
-    neither numpy nor dask (e.g. zarr arrays) are read into memory for the local case.
+    ``client=None`` and in-memory data, whatever
+    `dist_hess.distributed.cluster.resolve_client` decides for the work ``n * t`` (a
+    current client, or the embedded local cluster from
+    `dist_hess.distributed.cluster.IN_PROCESS_WORK` on); otherwise `LocalObjective` in
+    this process. Data that are neither numpy nor dask (e.g. zarr arrays) are read into
+    memory for the local case.
     """
-    if client is not None or is_dask_array(X) or is_dask_array(Y):
-        return DaskObjective(model, X, Y, client=client)
-    n = np.shape(X)[0] if X is not None else 0
-    if X is not None and hasattr(model, "check_data"):        # a dist_hess.Model
-        from dist_hess.distributed.cluster import IN_PROCESS_WORK, resolve_client
-        work = int(n) * int(model.n_params)
-        # a current client exists only if `distributed` was imported: don't import it here
-        if work >= IN_PROCESS_WORK or "distributed" in sys.modules:
-            resolved = resolve_client(None, work=work)
-            if resolved is not None:
-                return DaskObjective(model, X, Y, client=resolved)
-    if X is not None and not isinstance(X, np.ndarray):
-        X = np.asarray(X)
-    if Y is not None and not isinstance(Y, np.ndarray):
-        Y = np.asarray(Y)
-    return LocalObjective(model, X, Y)
+    # Imported here, not at the top: the dist_hess.distributed package loads zarr (store.py),
+    # which `import dist_hess.train` does not need.
+    from dist_hess.distributed.cluster import resolve_client
+    from dist_hess.distributed.data import is_dask_array
+
+    if client is None and not (is_dask_array(X) or is_dask_array(Y)):
+        if X is not None and hasattr(model, "check_data"):        # a dist_hess.Model
+            client = resolve_client(None, work=int(np.shape(X)[0]) * int(model.n_params))
+        if client is None:
+            return LocalObjective(model, _in_memory(X), _in_memory(Y))
+    return DaskObjective(model, X, Y, client=client)
+
+
+def _in_memory(a):
+    return a if a is None or isinstance(a, np.ndarray) else np.asarray(a)
