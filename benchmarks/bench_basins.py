@@ -42,7 +42,7 @@ CASES = {
 
 def model_and_data(name):
     import dist_hess as dh
-    from dist_hess.train.datasets import load_sklearn
+    from dist_hess.datasets import load_sklearn
 
     data, hidden, outputs, loss, lam = CASES[name]
     X, Y = load_sklearn(data)

@@ -12,7 +12,7 @@ subproblem exactly, so it converges quadratically once near a minimum.
 from pathlib import Path
 
 import dist_hess as dh
-from dist_hess.train.datasets import load_sklearn
+from dist_hess.datasets import load_sklearn
 from dist_hess.train.report import score
 
 MODEL = Path(__file__).parent / "models" / "diabetes.json"

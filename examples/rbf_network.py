@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import dist_hess as dh
-from dist_hess.train.datasets import load_sklearn
+from dist_hess.datasets import load_sklearn
 from dist_hess.train.report import score
 
 MODEL = Path(__file__).parent / "models" / "rbf.json"

@@ -13,7 +13,7 @@ methods from the same start:
 from pathlib import Path
 
 import dist_hess as dh
-from dist_hess.train.datasets import load_sklearn
+from dist_hess.datasets import load_sklearn
 from dist_hess.train.report import score
 
 MODEL = Path(__file__).parent / "models" / "skip.json"

@@ -10,7 +10,7 @@ import pytest
 
 import dist_hess as dh
 from dist_hess.analysis import prune, spectra, write_report
-from dist_hess.analysis.cli import add_analyze_parser
+from dist_hess.cli.analyze import add_command as add_analyze_parser
 
 SPEC = {"inputs": 3, "loss": "squared", "penalty": {"type": "l2", "lambda": 0.01}, "layers": [
     {"type": "dense", "units": 2, "activation": "tanh"},

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import zarr
 
-from dist_hess.cli import build_parser, load_data, main
+from dist_hess.cli import build_parser, main
+from dist_hess.datasets import load_data
 from tests.distributed_support import assert_close, problem, reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,9 +15,9 @@ import pytest
 import zarr
 
 import dist_hess as dh
+from dist_hess.datasets import load_sklearn
 from dist_hess.train import TrustRegion, fit, minimize, read_checkpoint
 from dist_hess.train.checkpoint import FORMAT
-from dist_hess.train.datasets import load_sklearn
 from dist_hess.train.objective import LocalObjective
 from dist_hess.train.strategies import Step, StepStrategy, make_strategy
 from tests.test_train_problems import PROBLEMS, Rosenbrock

@@ -1,4 +1,4 @@
-"""``dist-hess fit`` (`dist_hess.train.cli`) and the bundled data sets.
+"""``dist-hess fit`` (`dist_hess.cli.fit`) and the bundled data sets (`dist_hess.datasets`).
 
 In-process through a small argparse (fast); the real command as a subprocess writing a
 store that `dist_hess.open_store` reads (slow).
@@ -16,8 +16,9 @@ import pytest
 import zarr
 
 import dist_hess as dh
-from dist_hess.train import datasets
-from dist_hess.train.cli import add_fit_parser, main
+from dist_hess import datasets
+from dist_hess.cli import main
+from dist_hess.cli.fit import add_command as add_fit_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(REPO, "examples", "models")
@@ -60,7 +61,7 @@ def test_unknown_data_set_names_the_known_ones():
 def test_other_data_go_to_the_cli_loader(tmp_path):
     X = np.arange(12.0).reshape(4, 3)
     np.savez(tmp_path / "d.npz", X=X, Y=np.ones(4))
-    got, _ = datasets.load_dataset(str(tmp_path / "d.npz"))
+    got, _ = datasets.load_data(str(tmp_path / "d.npz"))
     np.testing.assert_array_equal(got, X)
     assert not datasets.is_sklearn_name(str(tmp_path / "d.npz"))
 
@@ -139,7 +140,7 @@ def test_fit_command_by_subprocess_writes_a_readable_store(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "dist_hess.train.cli", "fit", os.path.join(MODELS, "breast_cancer.json"),
+        [sys.executable, "-m", "dist_hess", "fit", os.path.join(MODELS, "breast_cancer.json"),
          "sklearn:breast_cancer", "--method", "newton", "--out", "bc.zarr"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

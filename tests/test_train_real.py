@@ -21,8 +21,8 @@ from sklearn.linear_model import LogisticRegression
 pytest.importorskip("dist_hess.engine.sums")
 
 import dist_hess as dh  # noqa: E402
+from dist_hess.datasets import load_sklearn  # noqa: E402
 from dist_hess.train import strategies  # noqa: E402
-from dist_hess.train.datasets import load_sklearn  # noqa: E402
 
 METHODS = ["newton", "newton-cg", "block-newton", "lm"]
 

@@ -1,17 +1,25 @@
 """``dist-hess analyze``: Wald tests, joint tests, spectra and the HTML report of a store.
 
-Wired into ``dist_hess/cli.py`` as one more subcommand::
-
-    from .analysis.cli import add_analyze_parser
-    COMMANDS = [add_derivatives_command, add_analyze_parser]
+`add_command(subparsers)` declares the subcommand (``run=run_analyze``) and
+`run_analyze(args)` runs it: `dist_hess.analysis` on the store; what the store lacks is
+computed from ``--data``, on the cluster that the shared cluster options name.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import textwrap
+import warnings
 
-__all__ = ["add_analyze_parser", "add_analyze_command", "run_analyze"]
+from ..analysis.masking import split_mask
+from ..analysis.report import write_report
+from ..analysis.source import resolve
+from ..analysis.spectra import spectra
+from ..analysis.wald import wald_table
+from ..store import open_store
+from .options import add_cluster_options, add_target_option, client_from_args, load_examples
+
+__all__ = ["add_command", "run_analyze"]
 
 _EXAMPLES = """\
 examples:
@@ -28,8 +36,8 @@ examples:
 """
 
 
-def add_analyze_parser(subparsers) -> None:
-    """Declare ``dist-hess analyze`` on an ``argparse`` subparsers object (sets ``run``)."""
+def add_command(subparsers) -> None:
+    """Declare ``analyze`` on an ``argparse`` subparsers object; sets ``run``."""
     p = subparsers.add_parser(
         "analyze",
         help="standard errors, Wald tests, spectra and an HTML report of a stored fit",
@@ -43,10 +51,10 @@ def add_analyze_parser(subparsers) -> None:
     p.add_argument("store", metavar="STORE", help="a dist_hess zarr store, e.g. run.zarr")
     p.add_argument("--data", metavar="DATA",
                    help="the examples the store was computed on (.npz with X and Y, .csv with "
-                        "--target, or a zarr group): needed for the sandwich and for curvature "
-                        "the store lacks")
-    p.add_argument("--target", action="append", metavar="COL",
-                   help="for a .csv DATA: the target column name(s)")
+                        "--target, a zarr group or sklearn:NAME): needed for the sandwich and "
+                        "for curvature the store lacks, computed where the cluster options "
+                        "below say")
+    add_target_option(p)
     p.add_argument("--covariance", choices=("hessian", "sandwich"), default="hessian",
                    help="inverse Hessian (default; times s^2 = RSS/(n-p) for squared loss) or "
                         "the sandwich H^-1 (sum g_i g_i') H^-1")
@@ -71,34 +79,26 @@ def add_analyze_parser(subparsers) -> None:
                    help="with --report: tables only, no matplotlib plots")
     p.add_argument("--max-rows", type=int, default=None, metavar="N",
                    help="print at most N rows of the Wald table")
+    add_cluster_options(p)
     p.set_defaults(run=run_analyze)
 
 
-add_analyze_command = add_analyze_parser
-
-
 def _data(args):
+    """``(X, Y)`` from ``--data`` and the client to compute on, or ``(None, None)``."""
     if not args.data:
-        return None
-    from ..cli import _integer_labels, load_data
-    from ..store import open_store
-    from .masking import split_mask
-
-    targets = [t.strip() for item in (args.target or []) for t in item.split(",") if t.strip()]
-    X, Y = load_data(args.data, targets)
+        return None, None
     model, _ = split_mask(open_store(args.store).attrs["model"])
-    return X, _integer_labels(model, Y)
+    X, Y = load_examples(args, model)
+    client = client_from_args(args, work=X.shape[0] * model.n_params)
+    if client is not None:
+        print(f"Dask scheduler: {client.scheduler.address}", file=sys.stderr, flush=True)
+    return (X, Y), client
 
 
 def run_analyze(args) -> int:
-    import warnings
-
-    from .report import write_report
-    from .source import resolve
-    from .wald import wald_table
-
-    data = _data(args)
-    fitted = resolve(args.store, data=data, save=args.save)
+    """Run ``dist-hess analyze`` from parsed arguments; returns the exit status."""
+    data, client = _data(args)
+    fitted = resolve(args.store, data=data, client=client, save=args.save)
     structure = args.structure
     if structure is None:
         avail = fitted.available(args.kind)
@@ -120,7 +120,6 @@ def run_analyze(args) -> int:
     if args.json:
         table.to_json(args.json)
     if args.spectra:
-        from .spectra import spectra
         print(spectra(fitted, kind=args.kind).to_text())
     if args.report:
         index = write_report(fitted, args.report, covariance=args.covariance,

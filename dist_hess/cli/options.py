@@ -1,0 +1,113 @@
+"""What the ``dist-hess`` subcommands share: argparse types, the cluster options, the data.
+
+This module imports no subcommand and no other command-line module; every subcommand
+module (`dist_hess.cli.fit`, ...) builds on it.
+
+- argparse ``type`` parsers: `int_at_least`, `float_at_least`, `curvature_arg`;
+- `add_cluster_options(parser)`: ``--scheduler ADDR | --workers N``, ``--timeout`` and
+  the TLS files, one set for every subcommand that computes; `client_from_args(args,
+  work)` turns them into a client through `dist_hess.distributed.cluster.resolve_client`;
+- `add_target_option(parser)` and `load_examples(args, model)`: ``DATA`` and
+  ``--target`` read by `dist_hess.datasets.load_data`, class labels made integers.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..datasets import integer_labels, load_data
+from ..distributed.cluster import DEFAULT_CONNECT_TIMEOUT, resolve_client, tls_security
+from ..store import KINDS, STRUCTURES
+
+__all__ = ["int_at_least", "float_at_least", "curvature_arg", "add_cluster_options",
+           "client_from_args", "add_target_option", "targets", "load_examples"]
+
+
+# ---------------------------------------------------------------- argparse types
+
+def _at_least(convert, what: str, minimum):
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not value >= minimum:                                   # NaN is refused too
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {text}")
+        return value
+    return parse
+
+
+def int_at_least(minimum: int):
+    """An argparse ``type``: an integer ``>= minimum``, with a one-line error otherwise."""
+    return _at_least(int, "an integer", minimum)
+
+
+def float_at_least(minimum: float):
+    """An argparse ``type``: a number ``>= minimum``, with a one-line error otherwise."""
+    return _at_least(float, "a number", minimum)
+
+
+def curvature_arg(text: str) -> tuple[str, str]:
+    """``KIND[:STRUCTURE]`` on the command line -> ``(kind, structure)`` (structure ``row``
+    by default); shared by ``dist-hess derivatives`` and ``dist-hess fit``."""
+    kind, _, structure = text.partition(":")
+    structure = structure or "row"
+    if kind not in KINDS or structure not in STRUCTURES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected KIND[:STRUCTURE] with KIND one of {', '.join(KINDS)} "
+            f"and STRUCTURE one of {', '.join(STRUCTURES)} (e.g. hessian:row)")
+    return kind, structure
+
+
+# ---------------------------------------------------------------- where the work runs
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler ADDR | --workers N``, ``--timeout SECONDS`` and ``--tls-*`` on ``parser``."""
+    where = parser.add_argument_group(
+        "cluster (where the work runs, see cluster/README.md)",
+        "Without --scheduler or --workers: in-process for small problems, and a local\n"
+        "cluster of one single-threaded worker process per core for large ones.")
+    either = where.add_mutually_exclusive_group()
+    either.add_argument("--scheduler", metavar="ADDR",
+                        help="address of a running Dask scheduler, e.g. "
+                             "--scheduler tcp://10.0.0.5:8786 (tls://... with the TLS options)")
+    either.add_argument("--workers", type=int_at_least(1), metavar="N",
+                        help="start N local worker processes (one thread each) for this run, "
+                             "e.g. --workers 4")
+    where.add_argument("--timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT,
+                       metavar="SECONDS",
+                       help=f"give up connecting to --scheduler after this many seconds "
+                            f"(default {DEFAULT_CONNECT_TIMEOUT:g})")
+    tls = parser.add_argument_group("TLS (for tls:// scheduler addresses, see cluster/README.md)")
+    tls.add_argument("--tls-ca-file", metavar="PEM", help="certificate authority, e.g. ca.pem")
+    tls.add_argument("--tls-cert", metavar="PEM", help="this client's certificate, e.g. client.pem")
+    tls.add_argument("--tls-key", metavar="PEM", help="this client's private key, e.g. client.key")
+
+
+def client_from_args(args, work: int):
+    """The client the `add_cluster_options` options ask for, or ``None`` (in-process);
+    ``work`` is ``n * t`` for the default's in-process decision."""
+    return resolve_client(args.scheduler, n_workers=args.workers, work=work,
+                          security=tls_security(args.tls_ca_file, args.tls_cert, args.tls_key),
+                          connect_timeout=args.timeout)
+
+
+# ---------------------------------------------------------------- the data
+
+def add_target_option(parser: argparse.ArgumentParser) -> None:
+    """``--target COL`` (repeatable, or comma-separated): the target columns of a CSV."""
+    parser.add_argument("--target", action="append", metavar="COL",
+                        help="for a .csv DATA: the target column name(s); repeat or separate "
+                             "with commas for several outputs, e.g. --target price. The other "
+                             "columns are the inputs")
+
+
+def targets(args) -> list[str]:
+    """The ``--target`` column names, commas split, blanks dropped."""
+    return [t.strip() for item in (args.target or []) for t in item.split(",") if t.strip()]
+
+
+def load_examples(args, model):
+    """``(X, Y)`` from ``args.data`` and ``--target``, with integer class labels for a
+    softmax model (`dist_hess.datasets`)."""
+    X, Y = load_data(args.data, targets(args))
+    return X, integer_labels(model, Y)

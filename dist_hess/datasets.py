@@ -1,0 +1,174 @@
+"""Examples ``(X, Y)`` from files and from the data sets that ship with scikit-learn.
+
+Used by the ``dist-hess`` command line (every ``DATA`` argument) and by Python code::
+
+    from dist_hess.datasets import load_data, load_sklearn
+    X, Y = load_sklearn("diabetes")
+    X, Y = load_data("houses.csv", target=["price"])
+
+`load_data` reads
+
+- ``sklearn:NAME``: a data set bundled with scikit-learn (no download), `load_sklearn`;
+- ``.npz``: arrays ``X`` and ``Y``;
+- ``.csv``: a header row; ``target`` names the ``Y`` column(s), the others are ``X``;
+- a zarr group directory with arrays ``X`` and ``Y`` (returned as zarr arrays, read
+  lazily, chunk by chunk, by whoever computes on them).
+
+The bundled sets come with ``X`` standardised column by column (mean 0, population
+standard deviation 1; constant columns, e.g. the blank border pixels of ``digits``,
+become 0):
+
+==================  ========  ===========  =======================================
+name                examples  inputs       targets ``Y``
+==================  ========  ===========  =======================================
+``diabetes``        442       10           disease progression, standardised (float)
+``breast_cancer``   569       30           malignant 0 / benign 1 (float, for
+                                           ``binary_cross_entropy``)
+``digits``          1797      64           class 0..9 (int, ``softmax_cross_entropy``)
+``iris``            150       4            class 0..2 (int)
+``wine``            178       13           class 0..2 (int)
+==================  ========  ===========  =======================================
+
+Errors in the data (a missing array or column, a non-numeric value, an unknown
+format) raise ``ValueError`` naming the file.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["PREFIX", "SKLEARN_DATASETS", "DatasetInfo", "is_sklearn_name", "load_sklearn",
+           "load_data", "integer_labels"]
+
+PREFIX = "sklearn:"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a bundled data set is: its scikit-learn loader, task and loss to use."""
+
+    loader: str
+    task: str                  # regression | binary | multiclass
+    loss: str
+
+    @property
+    def standardise_y(self) -> bool:
+        return self.task == "regression"
+
+
+SKLEARN_DATASETS = {
+    "diabetes": DatasetInfo("load_diabetes", "regression", "squared"),
+    "breast_cancer": DatasetInfo("load_breast_cancer", "binary", "binary_cross_entropy"),
+    "digits": DatasetInfo("load_digits", "multiclass", "softmax_cross_entropy"),
+    "iris": DatasetInfo("load_iris", "multiclass", "softmax_cross_entropy"),
+    "wine": DatasetInfo("load_wine", "multiclass", "softmax_cross_entropy"),
+}
+
+
+def is_sklearn_name(data) -> bool:
+    """Whether ``data`` names a bundled data set (``"sklearn:NAME"``)."""
+    return isinstance(data, str) and data.startswith(PREFIX)
+
+
+def _standardise(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    centred = a - a.mean(axis=0)
+    scale = a.std(axis=0)
+    return centred / np.where(scale > 0, scale, 1.0)
+
+
+def load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, Y)`` of a scikit-learn bundled data set, ``X`` standardised (see the module).
+
+    ``name`` is ``diabetes``, ``breast_cancer``, ``digits``, ``iris`` or ``wine``, with or
+    without the ``sklearn:`` prefix.
+    """
+    # Imported on use: scikit-learn takes about a second to import, which files and the
+    # command line's --help should not pay.
+    import sklearn.datasets
+
+    key = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    try:
+        info = SKLEARN_DATASETS[key]
+    except KeyError:
+        known = ", ".join(PREFIX + k for k in SKLEARN_DATASETS)
+        raise ValueError(f"unknown bundled data set {name!r}; known: {known}") from None
+    X, y = getattr(sklearn.datasets, info.loader)(return_X_y=True)
+    X = _standardise(X)
+    if info.standardise_y:
+        Y = _standardise(y)
+    elif info.task == "binary":
+        Y = np.asarray(y, dtype=np.float64)
+    else:
+        Y = np.asarray(y, dtype=np.int64)
+    return X, Y
+
+
+def _load_csv(path: str, target: list[str] | None):
+    if not target:
+        raise ValueError(f"{path}: a CSV file needs --target naming the target column(s)")
+    with open(path, newline="") as f:
+        header = [name.strip() for name in next(csv.reader(f))]
+    missing = [t for t in target if t not in header]
+    if missing:
+        raise ValueError(f"{path}: no column(s) {missing} in the header {header}")
+    try:
+        table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
+    except ValueError as err:
+        raise ValueError(f"{path}: every value after the header row must be a number "
+                         f"({err})") from None
+    if table.shape[1] != len(header):
+        raise ValueError(f"{path}: the header has {len(header)} columns, the rows "
+                         f"{table.shape[1]}")
+    y_cols = [header.index(t) for t in target]
+    x_cols = [i for i in range(len(header)) if i not in y_cols]
+    Y = table[:, y_cols]
+    return table[:, x_cols], (Y[:, 0] if Y.shape[1] == 1 else Y)
+
+
+def _load_zarr(path: str):
+    # Imported on use: zarr is needed only for zarr data, and an in-process fit on
+    # in-memory data must not import it.
+    import zarr
+
+    try:
+        group = zarr.open_group(path, mode="r")
+    except Exception as err:  # noqa: BLE001 -- report any unreadable directory the same way
+        raise ValueError(f"{path}: not a zarr group ({err})") from None
+    missing = [name for name in ("X", "Y") if name not in group]
+    if missing:
+        raise ValueError(f"{path}: the zarr group needs arrays X and Y (missing {missing})")
+    return group["X"], group["Y"]
+
+
+def load_data(path: str, target: list[str] | None = None):
+    """``(X, Y)`` from ``sklearn:NAME``, a ``.npz`` file (arrays X, Y), a ``.csv`` file
+    (header row; ``target`` names the Y columns, the rest are X) or a zarr group (arrays
+    X, Y, read lazily); see the module docstring."""
+    if is_sklearn_name(path):
+        return load_sklearn(path)
+    if path.endswith(".npz"):
+        with np.load(path) as data:
+            missing = {"X", "Y"} - set(data.files)
+            if missing:
+                raise ValueError(f"{path}: needs arrays X and Y, found {sorted(data.files)}")
+            return data["X"], data["Y"]
+    if path.endswith(".csv"):
+        return _load_csv(path, target)
+    if os.path.isdir(path):
+        return _load_zarr(path)
+    raise ValueError(f"{path}: unknown data format; expected sklearn:NAME, a .npz file, "
+                     f"a .csv file or a zarr group directory")
+
+
+def integer_labels(model, Y):
+    """``Y`` as integer class labels when ``model``'s loss is softmax cross-entropy and
+    ``Y`` a vector of whole numbers (CSV values are read as floats); otherwise ``Y``."""
+    if model.loss.name == "softmax_cross_entropy" and isinstance(Y, np.ndarray) and Y.ndim == 1:
+        if not np.all(Y == np.round(Y)):
+            raise ValueError("softmax_cross_entropy targets must be integer class labels")
+        return Y.astype(np.int64)
+    return Y
