@@ -63,6 +63,20 @@ def test_default_is_in_process_for_small_problems():
     assert cluster._embedded == {}
 
 
+def test_one_client_resolution_decides_in_process_or_cluster(monkeypatch):
+    assert cluster.resolve_client(None, work=cluster.IN_PROCESS_WORK - 1) is None
+    for needs_a_cluster in ({"work": cluster.IN_PROCESS_WORK}, {}, {"n_workers": 2}):
+        with pytest.raises(AssertionError, match="tried to start the embedded cluster"):
+            cluster.resolve_client(None, **needs_a_cluster)           # work=None: persist_data
+    with pytest.raises(ValueError, match="cannot be combined with client"):
+        cluster.resolve_client("tcp://127.0.0.1:1", n_workers=2)
+    with pytest.raises(ValueError, match="positive number of worker processes"):
+        cluster.resolve_client(None, n_workers=0)
+    with pytest.raises(TypeError, match="client must be"):
+        cluster.resolve_client(3, work=0)
+    assert cluster.tls_security() is None
+
+
 def test_multipliers_returned_in_memory():
     model, w, X, Y = problem("skip_1_0_fanout")
     ev = dh.evaluate(model, w, X, Y, multipliers=True, chunk_size=11)

@@ -78,6 +78,15 @@ def test_fit_parser_defaults_and_choices():
             parse(["fit", "m.json", "d.npz", "--out", "r.zarr", *bad])
 
 
+def test_fit_takes_the_shared_cluster_and_tls_options():
+    args = parse(["fit", "m.json", "sklearn:iris", "--out", "r.zarr", "--scheduler", "tls://h:1",
+                  "--timeout", "2.5", "--tls-ca-file", "ca.pem", "--tls-cert", "c.pem",
+                  "--tls-key", "c.key"])
+    assert (args.scheduler, args.timeout) == ("tls://h:1", 2.5)
+    assert (args.tls_ca_file, args.tls_cert, args.tls_key) == ("ca.pem", "c.pem", "c.key")
+    assert parse(["fit", "m.json", "d.npz", "--out", "r.zarr"]).timeout == 10.0
+
+
 @pytest.mark.parametrize("method", ["newton", "block-newton"])
 def test_fit_writes_a_store_with_the_history(tmp_path, capsys, method):
     (tmp_path / "model.json").write_text(json.dumps(SPEC))
@@ -151,3 +160,33 @@ def test_fit_command_by_subprocess_writes_a_readable_store(tmp_path):
     X, Y = datasets.load_sklearn("breast_cancer")
     assert store.value == pytest.approx(store.model.value(store.weights, X, Y), rel=1e-12)
     assert zarr.open_group(str(tmp_path / "bc.zarr"), mode="r").attrs["complete"] is True
+
+
+@pytest.mark.slow
+def test_fit_command_reaches_a_tls_scheduler(tmp_path):
+    """``dist-hess fit --scheduler tls://... --tls-*`` trains on a TLS-only cluster."""
+    from distributed import LocalCluster, Security
+
+    security = Security.temporary()
+    (tmp_path / "ca.pem").write_text(security.tls_ca_file)
+    (tmp_path / "client.pem").write_text(security.tls_client_cert)
+    (tmp_path / "client.key").write_text(security.tls_client_key)
+    (tmp_path / "model.json").write_text(json.dumps(SPEC))
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, security=security,
+                      dashboard_address=":0") as tls_cluster:
+        address = tls_cluster.scheduler_address
+        assert address.startswith("tls://")
+        proc = subprocess.run(
+            [sys.executable, "-m", "dist_hess", "fit", "model.json", "sklearn:iris",
+             "--method", "newton", "--out", "tls.zarr", "--scheduler", address, "--timeout", "30",
+             "--tls-ca-file", "ca.pem", "--tls-cert", "client.pem", "--tls-key", "client.key"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"Dask scheduler {address}" in proc.stdout and "gtol" in proc.stdout
+    store = dh.open_store(tmp_path / "tls.zarr")
+    X, Y = datasets.load_sklearn("iris")
+    assert store.attrs["fit"]["converged"] and np.linalg.norm(store.gradient) < 1e-6
+    np.testing.assert_allclose(store.gradient, store.model.gradient(store.weights, X, Y),
+                               rtol=1e-10, atol=1e-12)
