@@ -11,7 +11,6 @@ import sys
 import textwrap
 import warnings
 
-from ..analysis.masking import split_mask
 from ..analysis.report import write_report
 from ..analysis.source import resolve
 from ..analysis.spectra import spectra
@@ -87,7 +86,7 @@ def _data(args):
     """``(X, Y)`` from ``--data`` and the client to compute on, or ``(None, None)``."""
     if not args.data:
         return None, None
-    model, _ = split_mask(open_store(args.store).attrs["model"])
+    model = open_store(args.store).model
     X, Y = load_examples(args, model)
     client = client_from_args(args, work=X.shape[0] * model.n_params)
     if client is not None:
