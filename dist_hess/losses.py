@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import _logistic, _softplus
+from .activations import _logistic, _softplus, get_activation
+from .taylor import (compose_leading, exp_leading, log_leading, mul_leading, series_compose,
+                     series_exp, series_log, series_mul)
 
 __all__ = ["Loss", "get_loss", "register_loss", "LOSSES"]
 
@@ -95,13 +97,11 @@ class Squared(Loss):
         return V
 
     def taylor(self, out_series, Y):
-        from .engine.taylor import series_mul
         r = out_series.copy()
         r[..., 0] -= Y
         return 0.5 * series_mul(r, r).sum(axis=1)
 
     def taylor_leading(self, out, Y, P):
-        from .engine.taylor import mul_leading
         r = out.copy()
         r[0] -= Y
         return 0.5 * mul_leading(r, r, P).sum(axis=2)
@@ -177,7 +177,6 @@ class SoftmaxCrossEntropy(Loss):
         return p * (V - np.einsum("nc,nc->n", p, V)[:, None])
 
     def taylor(self, out_series, Y):
-        from .engine.taylor import series_exp, series_log
         x = out_series.copy()
         shift = x[..., 0].max(axis=1)
         x[..., 0] -= shift[:, None]
@@ -186,7 +185,6 @@ class SoftmaxCrossEntropy(Loss):
         return lse - np.einsum("nc,ncp->np", Y, out_series)
 
     def taylor_leading(self, out, Y, P):
-        from .engine.taylor import exp_leading, log_leading
         x = out.copy()
         shift = x[0].max(axis=1)
         x[0] -= shift[:, None]
@@ -229,14 +227,10 @@ class BinaryCrossEntropy(Loss):
         return p * (1.0 - p) * V
 
     def taylor(self, out_series, Y):
-        from .activations import get_activation
-        from .engine.taylor import series_compose
         sp = series_compose(get_activation("softplus"), out_series)
         return (sp - Y[..., None] * out_series).sum(axis=1)
 
     def taylor_leading(self, out, Y, P):
-        from .activations import get_activation
-        from .engine.taylor import compose_leading
         sp = compose_leading(get_activation("softplus"), out, P)
         sp[: len(out)] -= Y * out
         return sp.sum(axis=2)

@@ -28,7 +28,7 @@ import pytest
 
 import dist_hess as dh
 from dist_hess.activations import get_activation
-from dist_hess.engine import taylor
+from dist_hess import taylor
 from dist_hess.engine.directional import loss_series
 from dist_hess.engine.forward import forward, gather_sources
 from dist_hess.engine.row_tensors import (pack_symmetric, packed_indices, row_tensor, unit_derivatives,

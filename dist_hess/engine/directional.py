@@ -8,7 +8,7 @@ the series of ``sum_i g_i(t)``, whose coefficient ``q`` times ``q!`` is
 :func:`dist_hess.engine.sums.finalize` adds).  Cost: ``O(p)`` matrix products
 and ``O(p^2)`` elementwise series products per layer.
 
-Series here use the leading-axis layout of :mod:`dist_hess.engine.taylor`
+Series here use the leading-axis layout of :mod:`dist_hess.taylor`
 (``c[q]`` is an ``(n, width)`` block; a short series has zero trailing
 coefficients): the input ``x^0`` is a constant (length 1), the first
 pre-activation is linear in ``t`` (length 2), and only later layers carry all
@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from ..layers.dense import Dense
-from .taylor import compose_leading, to_last, to_leading
+from ..taylor import compose_leading, to_last, to_leading
 
 __all__ = ["loss_series", "propagate_series", "example_loss_series", "pre_activation_series",
            "coefficients_to_derivatives"]

@@ -37,7 +37,7 @@ import numpy as np
 from ..layers.features import FeatureLayer
 from .directional import example_loss_series, propagate_series
 from .forward import forward, gather_sources
-from .taylor import compose_leading
+from ..taylor import compose_leading
 
 __all__ = ["row_tensor", "unit_derivatives", "packed_indices", "pack_symmetric", "unpack_symmetric"]
 

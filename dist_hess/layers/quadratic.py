@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.taylor import series_mul
+from ..taylor import series_mul
 from .features import FeatureLayer
 
 __all__ = ["Quadratic"]

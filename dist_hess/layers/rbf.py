@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.taylor import series_exp, series_mul
+from ..taylor import series_exp, series_mul
 from .base import Propagation
 
 __all__ = ["RBF"]

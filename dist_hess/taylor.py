@@ -13,6 +13,8 @@ array of coefficients; ``D^p f(0) = p! c_p``.  Two layouts:
   ``P`` and returns the shortest exact result.  The engine's Taylor
   propagation (:mod:`dist_hess.engine.directional`) works in this layout.
 
+A leaf module (numpy only): propagations, losses and the engine import it.
+
 Recurrences (Griewank & Walther, *Evaluating Derivatives*, 2nd ed., §13.2):
 ``c = a b``: ``c_p = sum_q a_q b_{p-q}``;
 ``y = exp(a)``: ``p y_p = sum_{k=1..p} k a_k y_{p-k}``;
