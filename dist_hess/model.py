@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .activations import Activation, get_activation
+from .curvature import KINDS, STRUCTURES, check_curvature, check_hvp_kind
 from .jsonio import dump_json
 from .layers import Propagation, get_layer_type
 from .losses import Loss, _check_finite, get_loss
@@ -21,8 +22,6 @@ from .penalties import Penalty, parse_penalty
 
 __all__ = ["Model", "Layer", "KINDS", "STRUCTURES"]
 
-KINDS = ("hessian", "gauss_newton", "lagrangian")
-STRUCTURES = ("row", "layer", "full")
 _LAYER_KEYS = {"type", "units", "activation", "sources", "mask"}
 _MODEL_KEYS = {"inputs", "layers", "loss", "penalty"}
 
@@ -282,14 +281,13 @@ class Model:
         ``row``: list over layers of ``(s_k, d_k, d_k)``; ``layer``: list of ``(t_k, t_k)``;
         ``full``: ``(t, t)``.  See docs/theory.md.
         """
-        _check_kind(kind, structure)
+        check_curvature(kind, structure)
         s = self._sums(w, X, Y, value=False, gradient=False, curvature=((kind, structure),))
         return s[f"curvature/{kind}/{structure}"]
 
     def hvp(self, w, X, Y, v, kind="hessian") -> np.ndarray:
         """Exact curvature-vector product (kind hessian or gauss_newton) by forward-over-reverse."""
-        if kind not in ("hessian", "gauss_newton"):
-            raise ValueError(f"hvp kind must be 'hessian' or 'gauss_newton', got {kind!r}")
+        check_hvp_kind(kind)
         v = np.asarray(v, dtype=float)
         if v.shape != (self.n_params,):
             raise ValueError(f"v must be a vector of length {self.n_params}, got shape {v.shape}")
@@ -324,10 +322,3 @@ def check_direction(v, order, n_params: int) -> tuple[np.ndarray, int]:
         raise ValueError(f"v must be a vector of length {n_params}, got shape {v.shape}")
     _check_finite(v, "v")
     return v, int(order)
-
-
-def _check_kind(kind, structure):
-    if kind not in KINDS:
-        raise ValueError(f"unknown curvature kind {kind!r}; known kinds: {list(KINDS)}")
-    if structure not in STRUCTURES:
-        raise ValueError(f"unknown curvature structure {structure!r}; known structures: {list(STRUCTURES)}")

@@ -38,20 +38,20 @@ import numpy as np
 import zarr
 import zarr.errors
 
-__all__ = ["FORMAT", "KINDS", "STRUCTURES", "Store", "open_store", "write_store",
+from .curvature import KINDS, STRUCTURES, check_curvature
+
+__all__ = ["FORMAT", "Store", "open_store", "write_store",
            "begin_store", "create_multipliers", "write_multipliers_block",
            "write_results", "mark_complete", "curvature_path", "multipliers_path"]
 
 FORMAT = "dist_hess/1"
-KINDS = ("hessian", "gauss_newton", "lagrangian")
-STRUCTURES = ("row", "layer", "full")
 
 
 # ---------------------------------------------------------------- names
 
 def curvature_path(kind: str, structure: str, layer: int | None = None) -> str:
     """Path inside the group of a curvature array (``layer`` for row/layer only)."""
-    check_curvature_spec(kind, structure)
+    check_curvature(kind, structure)
     if structure == "full":
         return f"curvature/{kind}/full"
     if layer is None:
@@ -61,14 +61,6 @@ def curvature_path(kind: str, structure: str, layer: int | None = None) -> str:
 
 def multipliers_path(layer: int) -> str:
     return f"multipliers/layer_{layer}"
-
-
-def check_curvature_spec(kind: str, structure: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown curvature kind {kind!r}; expected one of {', '.join(KINDS)}")
-    if structure not in STRUCTURES:
-        raise ValueError(f"unknown curvature structure {structure!r}; "
-                         f"expected one of {', '.join(STRUCTURES)}")
 
 
 def _store_location(path) -> str:
@@ -275,7 +267,7 @@ class Store:
 
     def curvature(self, kind: str = "hessian", structure: str = "row"):
         """The stored blocks: list over layers (row, layer) or one ``(t, t)`` array (full)."""
-        check_curvature_spec(kind, structure)
+        check_curvature(kind, structure)
         if (kind, structure) not in self.curvatures:
             have = ", ".join(f"{k}:{s}" for k, s in self.curvatures) or "none"
             raise KeyError(f"store {self.path!r} has no {kind}:{structure} curvature "

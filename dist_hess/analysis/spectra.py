@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
 
+from ..curvature import HVP_KINDS, STRUCTURES
 from ..jsonio import dump_json
 from .covariance import block_indices, hessian_blocks
 from .source import resolve
@@ -188,7 +189,7 @@ def lanczos_extremes(matvec, n: int, k: int = 6, *, tol: float = 0.0, maxiter: i
     return np.sort(top)[::-1], np.sort(bottom)
 
 
-def spectra(source, *, kind: str = "hessian", structures=("row", "layer", "full"), k: int = 6,
+def spectra(source, *, kind: str = "hessian", structures=STRUCTURES, k: int = 6,
             max_dense: int = 2000, data=None, client=None, save: bool = False,
             lanczos_tol: float = 0.0) -> Spectra:
     """Eigenvalues of every row and layer block and of the full curvature ``kind``.
@@ -250,7 +251,7 @@ def _full(fitted, kind, k, max_dense, tol, notes):
         notes.append("full spectrum skipped: no full curvature stored and no data for "
                      "Hessian-vector products (pass data=(X, Y))")
         return None
-    if kind not in ("hessian", "gauss_newton"):
+    if kind not in HVP_KINDS:
         notes.append(f"full spectrum skipped: no curvature-vector product for kind {kind!r}")
         return None
 

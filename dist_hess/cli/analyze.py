@@ -15,6 +15,7 @@ from ..analysis.report import write_report
 from ..analysis.source import resolve
 from ..analysis.spectra import spectra
 from ..analysis.wald import wald_table
+from ..curvature import HVP_KINDS
 from ..store import open_store
 from .options import add_cluster_options, add_target_option, client_from_args, load_examples
 
@@ -60,7 +61,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--structure", choices=("full", "layer", "row"),
                    help="invert the full Hessian or its layer/row blocks (default: the largest "
                         "structure the store holds, else full)")
-    p.add_argument("--kind", choices=("hessian", "gauss_newton"), default="hessian",
+    p.add_argument("--kind", choices=HVP_KINDS, default="hessian",
                    help="the curvature standing for the information matrix (default hessian)")
     p.add_argument("--group", action="append", default=[], metavar="GROUP",
                    help="a joint Wald test; repeat for several: input:I (all weights of input "

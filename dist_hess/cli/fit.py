@@ -18,10 +18,11 @@ import time
 
 import numpy as np
 
+from ..curvature import STRUCTURES
 from ..datasets import PREFIX, SKLEARN_DATASETS
 from ..distributed import evaluate
 from ..model import Model
-from ..store import STRUCTURES, write_store
+from ..store import write_store
 from ..train import STRATEGIES, fit
 from ..train.report import score
 from .options import (add_cluster_options, add_target_option, client_from_args, curvature_arg,

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..curvature import KINDS, STRUCTURES
 from ..datasets import integer_labels, load_data
 from ..distributed.cluster import DEFAULT_CONNECT_TIMEOUT, resolve_client, tls_security
-from ..store import KINDS, STRUCTURES
 
 __all__ = ["int_at_least", "float_at_least", "curvature_arg", "add_cluster_options",
            "client_from_args", "add_target_option", "targets", "load_examples"]

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..store import (STRUCTURES, begin_store, check_curvature_spec, create_multipliers,
-                     mark_complete, write_multipliers_block, write_results)
+from ..curvature import STRUCTURES, check_curvature, check_hvp_kind
+from ..store import (begin_store, create_multipliers, mark_complete, write_multipliers_block,
+                     write_results)
 from .cluster import DEFAULT_CONNECT_TIMEOUT, resolve_client
 from .data import Shards, as_shards
 from .packing import pack_sums, unpack_sums
@@ -98,7 +99,7 @@ def curvature_specs(curvature, structure: str = "row") -> tuple[tuple[str, str],
             pair = (kind, struct or structure)
         else:
             pair = tuple(item)
-        check_curvature_spec(*pair)
+        check_curvature(*pair)
         if pair not in specs:
             specs.append(pair)
     return tuple(specs)
@@ -113,8 +114,7 @@ def _hvp_pairs(hvp, n_params: int):
     items = [("hessian", hvp)] if single else list(hvp)
     pairs = []
     for kind, v in items:
-        if kind not in ("hessian", "gauss_newton"):
-            raise ValueError(f"hvp kind must be 'hessian' or 'gauss_newton', got {kind!r}")
+        check_hvp_kind(kind)
         v = np.asarray(v, dtype=np.float64)
         if v.shape != (n_params,):
             raise ValueError(f"hvp vector must have shape ({n_params},), got {v.shape}")

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..curvature import STRUCTURES
+
 __all__ = ["BlockGroup", "BlockDiagonal", "BlockEigensystem", "block_groups",
            "split_blocks", "join_blocks"]
 
-STRUCTURES = ("row", "layer", "full")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..curvature import HVP_KINDS as CURVATURE_KINDS
 from .blocks import BlockDiagonal, BlockEigensystem
 from .subproblem import (damped_cg, lanczos_trust_region, solve_damped_dense, solve_damped_diagonal,
                          solve_trust_region_diagonal, solve_trust_region_exact, steihaug_cg)
@@ -42,7 +43,6 @@ __all__ = ["State", "Step", "StepStrategy", "ExactNewton", "NewtonCG", "BlockNew
            "positive_definite_eigenvalues",
            "LevenbergMarquardt", "STRATEGIES", "make_strategy"]
 
-CURVATURE_KINDS = ("hessian", "gauss_newton")
 EPS = np.finfo(float).eps
 #: Default cap on CG iterations per step, in multiples of ``t``. CG ends within ``t``
 #: products in exact arithmetic, but needs more in floating point on ill-conditioned
