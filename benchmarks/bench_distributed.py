@@ -84,7 +84,7 @@ def _load() -> float:
 
 
 def _request(quantity, memory_budget=None):
-    from dist_hess.engine.sums import Request
+    from dist_hess.engine import Request
     curvature = (("hessian", "row"),) if quantity == "row" else ()
     return Request(value=True, gradient=True, curvature=curvature, memory_budget=memory_budget)
 
@@ -220,7 +220,7 @@ def run_cell(prob, quantity, n, chunk, repeats, clusters, split_every, log):
     from benchmarks.problems import problem
     from dist_hess.distributed import persist_data
     from dist_hess.distributed.tasks import Payload
-    from dist_hess.engine.sums import finalize, shard_sums
+    from dist_hess.engine import finalize, shard_sums
 
     spec, X, Y = problem(prob, n=n)
     model = dh.Model.from_dict(spec)
@@ -338,7 +338,7 @@ def micro(cluster: Cluster, log) -> dict:
     """Costs the scaling model needs that are not per-example compute."""
     import dist_hess as dh
     from dist_hess.distributed.packing import pack_sums, unpack_sums
-    from dist_hess.engine.sums import add_sums, finalize
+    from dist_hess.engine import add_sums, finalize
     from threadpoolctl import threadpool_limits
 
     from benchmarks.problems import problem

@@ -15,6 +15,9 @@ import numpy as np
 
 from .activations import Activation, get_activation
 from .curvature import KINDS, STRUCTURES, check_curvature, check_hvp_kind
+from .engine import Request, finalize, shard_sums
+from .engine.forward import forward
+from .engine.row_tensors import row_tensor
 from .jsonio import dump_json
 from .layers import Propagation, get_layer_type
 from .losses import Loss, _check_finite, get_loss
@@ -233,7 +236,6 @@ class Model:
 
     # -- derivatives (contract, DESIGN §3) ----------------------------------------------------
     def _sums(self, w, X, Y, **request):
-        from .engine.sums import Request, finalize, shard_sums
         w = self.check_weights(w)
         X, Y = self.check_data(X, Y)
         req = Request(memory_budget=self.memory_budget, **request)
@@ -251,7 +253,6 @@ class Model:
         binary_cross_entropy: probabilities). ``output="raw"``: the network output
         ``x^m`` the loss reads (logits for the cross-entropies).
         """
-        from .engine.forward import forward
         if output not in ("mean", "raw"):
             raise ValueError(f"output must be 'mean' or 'raw', got {output!r}")
         if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, numbers.Integral) or chunk_rows < 1:
@@ -307,7 +308,6 @@ class Model:
         ``sum_i c^(p)_ij z_i^{(x) p}`` (+ pen' / pen'' for p = 1, 2); ``part="lagrangian"`` gives
         the seed's eq. (12).  See :func:`dist_hess.engine.row_tensors.row_tensor`, docs/higher_order.md.
         """
-        from .engine.row_tensors import row_tensor
         return row_tensor(self, w, X, Y, layer, row, order, packed=packed, part=part,
                           memory_budget=self.memory_budget)
 

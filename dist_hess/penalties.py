@@ -2,7 +2,7 @@
 ``L/2 * sum w^2`` over every penalised parameter (all but the bias column of
 dense layers).  Its gradient is ``L * mask * w`` and its Hessian ``L * diag(mask)``,
 so the penalty adds to diagonal blocks only.  Shards never add it: it is added
-once, after the reduction (:func:`dist_hess.engine.sums.finalize`)."""
+once, after the reduction (:func:`dist_hess.engine.finalization.finalize`)."""
 from __future__ import annotations
 
 import numbers

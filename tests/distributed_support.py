@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dist_hess.engine.sums import Request, finalize, shard_sums
+from dist_hess.engine import Request, finalize, shard_sums
 from tests.cases import CASES_BY_ID
 
 #: Architectures the Dask tests run on: a skip connection with fan-out and a

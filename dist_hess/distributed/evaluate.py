@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..curvature import STRUCTURES, check_curvature, check_hvp_kind
+from ..engine import Request, add_sums, finalize, shard_sums
+from ..model import check_direction
 from ..store import (begin_store, create_multipliers, mark_complete, write_multipliers_block,
                      write_results)
 from .cluster import DEFAULT_CONNECT_TIMEOUT, resolve_client
@@ -126,7 +128,6 @@ def _directional_request(directional, n_params: int):
     """``(v, order)`` checked (`dist_hess.model.check_direction`), or ``None``."""
     if directional is None:
         return None
-    from ..model import check_direction
     try:
         v, order = directional
     except (TypeError, ValueError):
@@ -138,8 +139,6 @@ def _directional_request(directional, n_params: int):
 # Each returns (packed root sums, list over shards of multipliers or None).
 
 def _run_in_process(shards: Shards, payload: Payload, target, split_every, progress):
-    from ..engine.sums import add_sums, shard_sums
-
     collected: list = []
     blocks = shards.numpy_blocks()
     if progress:
@@ -245,8 +244,6 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
     The result is bitwise identical for the same data, chunking and
     ``split_every`` whatever the number of workers or the task completion order.
     """
-    from ..engine.sums import Request, finalize
-
     w = model.check_weights(w)
     specs = curvature_specs(curvature, structure)
     hvp_pairs, hvp_single = _hvp_pairs(hvp, model.n_params)

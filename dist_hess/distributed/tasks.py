@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..engine import add_sums, shard_sums
 from ..store import write_multipliers_block
 from .packing import pack_sums
 from .tree import fold
@@ -49,8 +50,6 @@ def shard_task(payload: Payload, X, Y, start: int, target: StoreTarget | None) -
     Multipliers (per example) are written to ``target`` rows ``start:start+n_shard``
     when given, else kept under ``"multipliers"`` for the client to collect.
     """
-    from ..engine.sums import shard_sums
-
     sums = shard_sums(payload.model, payload.weights, np.asarray(X), np.asarray(Y),
                       payload.request)
     if target is not None and "multipliers" in sums:
@@ -60,8 +59,6 @@ def shard_task(payload: Payload, X, Y, start: int, target: StoreTarget | None) -
 
 def combine(*parts: dict) -> dict:
     """One node of the reduction tree: the left fold of its children, in order."""
-    from ..engine.sums import add_sums
-
     return fold(add_sums, list(parts))
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .forward import source_offsets
 
-__all__ = ["first_order", "second_order", "BlockStore"]
+__all__ = ["first_order", "second_order", "BlockStore", "diag_only_layers"]
 
 
 def first_order(model, cache, gout):
@@ -45,6 +45,18 @@ def first_order(model, cache, gout):
             for p, sl in targets:
                 gx[p] = du[:, sl] if gx[p] is None else gx[p] + du[:, sl]
     return gx, deltas
+
+
+def diag_only_layers(model):
+    """Layers whose ``Q`` the second-order pass may carry as a diagonal (row blocks only).
+
+    A layer that reads just the input and is read by at most one layer: no
+    cross block with it is ever used, so the backward pass carries ``diag(B_kk)``.
+    """
+    m = len(model.layers)
+    readers = {k: sum(k in layer.sources for layer in model.layers) for k in range(1, m + 1)}
+    return [k for k, layer in enumerate(model.layers, start=1)
+            if all(p == 0 for p in layer.sources) and readers[k] <= 1]
 
 
 class BlockStore:

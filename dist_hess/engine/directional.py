@@ -5,7 +5,7 @@ Along ``w(t) = w + t v``, every layer's input ``u^k(t)``, pre-activation
 series in ``t`` truncated after ``t^p``; the loss turns the output series into
 the series of ``sum_i g_i(t)``, whose coefficient ``q`` times ``q!`` is
 ``D^qE[v, ..., v]`` (without the penalty, which
-:func:`dist_hess.engine.sums.finalize` adds).  Cost: ``O(p)`` matrix products
+:func:`dist_hess.engine.finalization.finalize` adds).  Cost: ``O(p)`` matrix products
 and ``O(p^2)`` elementwise series products per layer.
 
 Series here use the leading-axis layout of :mod:`dist_hess.taylor`

@@ -1,110 +1,28 @@
-"""Per-shard sums: the one entry point every caller (model methods, Dask tasks) uses.
+"""Per-shard sums: the loop every caller (model methods, Dask tasks) runs on one shard.
 
 A shard returns **sums over its examples, without the penalty**, and its
 example count (STYLE habit 4); :func:`add_sums` combines two shards and
-:func:`finalize` adds the penalty exactly once after the reduction.  See
-docs/internals.md for the dict layout.
+:func:`dist_hess.engine.finalization.finalize` adds the penalty (and applies the
+mask) exactly once after the reduction.  See docs/internals.md for the dict layout.
 
-Inside a shard the examples are processed in chunks whose size comes from a
-memory budget (bytes of per-example temporaries, default 256 MiB), so no
-``n x d^2`` array or all per-example Hessians ever exist at once.
+Inside a shard the examples go through the forward cache and the backward
+passes in batches of rows sized by the request's memory budget
+(:mod:`.budget`); each batch adds into one accumulator.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .backward import first_order, second_order
+from .backward import diag_only_layers, first_order, second_order
 from .blocks import (accumulate_cross, accumulate_layer, accumulate_row, eps_jacobians,
                      finish_row, finish_square)
+from .budget import batch_rows
 from .directional import coefficients_to_derivatives, loss_series
 from .forward import forward
 from .hvp import curvature_vector_product
-from ..layers.jacobians import SharedParamGrad
+from .request import Request
 
-__all__ = ["Request", "shard_sums", "add_sums", "finalize", "zero_sums", "DEFAULT_MEMORY_BUDGET",
-           "chunk_size"]
-
-DEFAULT_MEMORY_BUDGET = 256 * 2**20
-
-
-@dataclass(frozen=True)
-class Request:
-    """What a shard computes.  ``curvature``: tuple of ``(kind, structure)``;
-    ``hvp``: tuple of ``(kind, v)``; ``directional``: ``(v, order)`` or ``None``."""
-    value: bool = True
-    gradient: bool = True
-    curvature: tuple = ()
-    multipliers: bool = False
-    hvp: tuple = ()
-    directional: tuple | None = None
-    memory_budget: int | None = None
-    chunk_size: int | None = None
-
-    @property
-    def order(self):
-        if self.curvature or self.hvp:
-            return 2
-        if self.gradient or self.multipliers:
-            return 1
-        return 0
-
-
-def _bytes_per_example(model, req):
-    sizes = model.sizes
-    S = sum(sizes[1:])
-    r = [layer.propagation.n_inputs for layer in model.layers]
-    s = [layer.units for layer in model.layers]
-    d = [layer.propagation.n_row_params for layer in model.layers]
-    words = sum(r) + 6 * S + 4 * sizes[-1] ** 2
-    structures = {st for _, st in req.curvature}
-    unit_layers = [k for k, layer in enumerate(model.layers)
-                   if not hasattr(layer.propagation, "features")]
-    if req.curvature:
-        # frontier blocks (the input layer is never carried; diagonal-only layers carry a diagonal)
-        diag = set(diag_only_layers(model)) if structures == {"row"} else set()
-        for k, layer in enumerate(model.layers, start=1):
-            si, ri = s[k - 1], r[k - 1]
-            words += 3 * (si if k in diag else si * si)
-            carried = [p for p in layer.sources if p != 0]
-            if any(p not in diag for p in carried):
-                words += 3 * ri * ri
-            elif carried:
-                words += 3 * ri
-    if req.curvature or req.hvp:
-        words += sum(2 * si * di + si * di * di + si * di * ri + si * ri * ri
-                     for k, (si, di, ri) in enumerate(zip(s, d, r)) if k in unit_layers)
-    if "row" in structures:
-        words += 2 * max(d)
-    if "layer" in structures or "full" in structures:
-        words += 2 * max(si * di for si, di in zip(s, d))
-    if "full" in structures:
-        words += 4 * S * S + 3 * max(d) * max(s)
-        words += max([s[k] * d[k] * max(s) for k in unit_layers], default=0)
-    if req.directional is not None:
-        p = req.directional[1] + 1
-        words += 4 * p * (sum(r) + 3 * S + sum(si * ri for si, ri in zip(s, r) if True) // max(len(s), 1))
-    return 8 * max(words, 1)
-
-
-def diag_only_layers(model):
-    """Layers whose ``Q`` row blocks need only as a diagonal.
-
-    A layer that reads just the input and is read by at most one layer: no
-    cross block with it is ever used, so the backward pass carries ``diag(B_kk)``.
-    """
-    m = len(model.layers)
-    readers = {k: sum(k in layer.sources for layer in model.layers) for k in range(1, m + 1)}
-    return [k for k, layer in enumerate(model.layers, start=1)
-            if all(p == 0 for p in layer.sources) and readers[k] <= 1]
-
-
-def chunk_size(model, req, n):
-    if req.chunk_size:
-        return max(1, min(int(req.chunk_size), n))
-    budget = req.memory_budget or DEFAULT_MEMORY_BUDGET
-    return int(max(1, min(n, budget // _bytes_per_example(model, req))))
+__all__ = ["shard_sums", "add_sums", "zero_sums"]
 
 
 def shard_sums(model, w, X, Y, req: Request, *, checked=False) -> dict:
@@ -112,15 +30,15 @@ def shard_sums(model, w, X, Y, req: Request, *, checked=False) -> dict:
     if not checked:
         w = model.check_weights(w)
         X, Y = model.check_data(X, Y)
-    mask = getattr(model, "mask", None)
+    mask = model.mask
     if mask is not None:               # pruned weights and directions are zero
-        w, req = w * mask, _project_request(req, mask)
+        w, req = w * mask, req.projected(mask)
     Ws = model.unpack(w)
     n = X.shape[0]
     acc = _Accumulator(model, req, n)
-    step = chunk_size(model, req, max(n, 1))
+    step = batch_rows(model, req, max(n, 1))
     for start in range(0, n, step):
-        _chunk(model, Ws, X[start:start + step], Y[start:start + step], req, acc)
+        _batch(model, Ws, X[start:start + step], Y[start:start + step], req, acc)
     return acc.result()
 
 
@@ -189,7 +107,8 @@ class _Accumulator:
         return H
 
 
-def _chunk(model, Ws, X, Y, req, acc):
+def _batch(model, Ws, X, Y, req, acc):
+    """Add one batch of rows to ``acc``: forward cache, backward passes, blocks."""
     m = len(model.layers)
     cache = forward(model, Ws, X, order=req.order)
     out = cache.x[-1]
@@ -263,50 +182,6 @@ def _second_order_blocks(model, cache, gx, deltas, gout_hess, kind, structures, 
                                              cross.get((k, l)), second)
 
 
-def _project_request(req, mask):
-    from dataclasses import replace
-    directional = req.directional
-    if directional is not None:
-        directional = (directional[0] * mask, directional[1])
-    return replace(req, hvp=tuple((kind, v * mask) for kind, v in req.hvp),
-                   directional=directional)
-
-
-def _restrict(model, out, req, mask):
-    """Masked derivatives: ``P grad``, ``P B P + (I - P)``, ``P B P v + (I - P) v``."""
-    p = mask.astype(float)
-    if "gradient" in out:
-        out["gradient"] = out["gradient"] * p
-    for key, val in list(out.items()):
-        if key.startswith("curvature/"):
-            out[key] = _restrict_curvature(model, val, mask, key.rsplit("/", 1)[1])
-    for i, (_, v) in enumerate(req.hvp if req is not None else ()):
-        out[f"hvp/{i}"] = p * out[f"hvp/{i}"] + (1.0 - p) * v
-    return out
-
-
-def _restrict_curvature(model, blocks, mask, structure):
-    p = mask.astype(float)
-    if structure == "full":
-        out = np.asarray(blocks) * np.outer(p, p)
-        idx = np.flatnonzero(~mask)
-        out[idx, idx] = 1.0
-        return out
-    result = []
-    for blk, sl, (s, d) in zip(blocks, model.layer_slices, model.layer_shapes):
-        if structure == "row":
-            pr = p[sl].reshape(s, d)
-            out = blk * pr[:, :, None] * pr[:, None, :]
-            j, c = np.nonzero(pr == 0)
-            out[j, c, c] = 1.0
-        else:
-            out = blk * np.outer(p[sl], p[sl])
-            idx = np.flatnonzero(p[sl] == 0)
-            out[idx, idx] = 1.0
-        result.append(out)
-    return result
-
-
 def add_sums(a: dict, b: dict) -> dict:
     """Key-by-key sum of two shard results (multipliers are per example and not added)."""
     out = {}
@@ -324,67 +199,3 @@ def add_sums(a: dict, b: dict) -> dict:
 def zero_sums(model, req: Request) -> dict:
     return shard_sums(model, np.zeros(model.n_params), np.zeros((0, model.inputs)),
                       np.zeros((0, model.sizes[-1])), req, checked=True)
-
-
-def finalize(model, w, sums: dict, req: Request | None = None) -> dict:
-    """Add the penalty (value, gradient, curvature, hvp, directional) once.
-
-    ``req`` (the :class:`Request` the shards ran) is needed when it asked for
-    hvp or directional derivatives: their penalty terms depend on ``v``.
-    """
-    mask = getattr(model, "mask", None)
-    if mask is None:
-        return _finalize_penalty(model, w, sums, req)
-    projected = None if req is None else _project_request(req, mask)
-    out = _finalize_penalty(model, w * mask, sums, projected)
-    return _restrict(model, out, req, mask)
-
-
-def _finalize_penalty(model, w, sums, req):
-    out = dict(sums)
-    pen = model.penalty
-    if pen is None or pen.lam == 0.0:
-        return out
-    mask = model.penalty_mask
-    diag = pen.hessian_diagonal(mask)
-    if "value" in out:
-        out["value"] = out["value"] + pen.value(w, mask)
-    if "gradient" in out:
-        out["gradient"] = out["gradient"] + pen.gradient(w, mask)
-    for key, val in sums.items():
-        if key.startswith("curvature/"):
-            structure = key.rsplit("/", 1)[1]
-            out[key] = _add_diagonal(model, val, diag, structure)
-    needs_req = any(key.startswith("hvp/") for key in sums) or "directional" in sums
-    if needs_req and req is None:
-        raise ValueError("finalize needs the Request for hvp or directional sums")
-    for i, (_, v) in enumerate(req.hvp if needs_req else ()):
-        out[f"hvp/{i}"] = out[f"hvp/{i}"] + diag * v
-    if "directional" in sums:
-        v, order = req.directional
-        terms = [pen.value(w, mask), float(np.sum(diag * w * v)), float(np.sum(diag * v * v))]
-        out["directional"] = out["directional"].copy()
-        for p in range(min(order, 2) + 1):
-            out["directional"][p] += terms[p]
-    return out
-
-
-def _add_diagonal(model, val, diag, structure):
-    if structure == "full":
-        out = val.copy()
-        idx = np.arange(model.n_params)
-        out[idx, idx] += diag
-        return out
-    result = []
-    for k, blk in enumerate(val):
-        dk = diag[model.layer_slices[k]]
-        blk = blk.copy()
-        if structure == "row":
-            s, d = model.layer_shapes[k]
-            idx = np.arange(d)
-            blk[:, idx, idx] += dk.reshape(s, d)
-        else:
-            idx = np.arange(blk.shape[0])
-            blk[idx, idx] += dk
-        result.append(blk)
-    return result

@@ -1,0 +1,63 @@
+"""Memory sizing inside a shard: how many examples go through the engine at once.
+
+A shard's examples are processed in *batches* of rows so that no ``n x d^2``
+array, nor all per-example Hessians of the shard, ever exist at once: the batch
+is ``memory_budget // bytes_per_example`` rows (at least one).  The estimate
+counts, per example, the words of the forward cache, the frontier blocks the
+second-order backward pass carries (:mod:`.backward`), the per-unit tensors of
+propagations that are not linear in their weights, and the accumulator
+temporaries of the requested structures.  (Rows per *shard* are the Dask
+layer's ``chunk_size``; this module only splits one shard.)
+"""
+from __future__ import annotations
+
+from .backward import diag_only_layers
+
+__all__ = ["DEFAULT_MEMORY_BUDGET", "bytes_per_example", "batch_rows"]
+
+#: bytes of per-example temporaries inside one shard (256 MiB).
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+
+
+def bytes_per_example(model, req) -> int:
+    """Estimated bytes of engine temporaries per example for request ``req``."""
+    sizes = model.sizes
+    S = sum(sizes[1:])
+    r = [layer.propagation.n_inputs for layer in model.layers]
+    s = [layer.units for layer in model.layers]
+    d = [layer.propagation.n_row_params for layer in model.layers]
+    words = sum(r) + 6 * S + 4 * sizes[-1] ** 2
+    structures = {st for _, st in req.curvature}
+    unit_layers = [k for k, layer in enumerate(model.layers)
+                   if not hasattr(layer.propagation, "features")]
+    if req.curvature:
+        # frontier blocks (the input layer is never carried; diagonal-only layers carry a diagonal)
+        diag = set(diag_only_layers(model)) if structures == {"row"} else set()
+        for k, layer in enumerate(model.layers, start=1):
+            si, ri = s[k - 1], r[k - 1]
+            words += 3 * (si if k in diag else si * si)
+            carried = [p for p in layer.sources if p != 0]
+            if any(p not in diag for p in carried):
+                words += 3 * ri * ri
+            elif carried:
+                words += 3 * ri
+    if req.curvature or req.hvp:
+        words += sum(2 * si * di + si * di * di + si * di * ri + si * ri * ri
+                     for k, (si, di, ri) in enumerate(zip(s, d, r)) if k in unit_layers)
+    if "row" in structures:
+        words += 2 * max(d)
+    if "layer" in structures or "full" in structures:
+        words += 2 * max(si * di for si, di in zip(s, d))
+    if "full" in structures:
+        words += 4 * S * S + 3 * max(d) * max(s)
+        words += max([s[k] * d[k] * max(s) for k in unit_layers], default=0)
+    if req.directional is not None:
+        p = req.directional[1] + 1
+        words += 4 * p * (sum(r) + 3 * S + sum(si * ri for si, ri in zip(s, r)) // max(len(s), 1))
+    return 8 * max(words, 1)
+
+
+def batch_rows(model, req, n: int) -> int:
+    """Rows per batch in a shard of ``n`` examples: ``memory_budget // bytes_per_example``, in 1..n."""
+    budget = req.memory_budget or DEFAULT_MEMORY_BUDGET
+    return int(max(1, min(n, budget // bytes_per_example(model, req))))

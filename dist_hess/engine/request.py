@@ -1,0 +1,49 @@
+"""What a shard computes: the :class:`Request` every caller of the engine builds.
+
+The same request goes to every shard (:func:`dist_hess.engine.sums.shard_sums`)
+and to :func:`dist_hess.engine.finalization.finalize` after the reduction, which
+needs it for the penalty terms of curvature-vector products and directional
+derivatives (they depend on ``v``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+__all__ = ["Request"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a shard computes.
+
+    ``curvature``: tuple of ``(kind, structure)``; ``hvp``: tuple of ``(kind, v)``;
+    ``directional``: ``(v, order)`` or ``None``; ``memory_budget``: bytes of
+    per-example temporaries inside a shard (``None``: the engine's default,
+    :data:`dist_hess.engine.budget.DEFAULT_MEMORY_BUDGET`).
+    """
+    value: bool = True
+    gradient: bool = True
+    curvature: tuple = ()
+    multipliers: bool = False
+    hvp: tuple = ()
+    directional: tuple | None = None
+    memory_budget: int | None = None
+
+    @property
+    def order(self):
+        """Highest derivative order of the forward cache: 0, 1 or 2."""
+        if self.curvature or self.hvp:
+            return 2
+        if self.gradient or self.multipliers:
+            return 1
+        return 0
+
+    def projected(self, mask: np.ndarray) -> "Request":
+        """The request with its directions (``hvp`` and ``directional`` ``v``) times ``mask``."""
+        directional = self.directional
+        if directional is not None:
+            directional = (directional[0] * mask, directional[1])
+        return replace(self, hvp=tuple((kind, v * mask) for kind, v in self.hvp),
+                       directional=directional)
