@@ -225,7 +225,7 @@ def run_cell(prob, quantity, n, chunk, repeats, clusters, split_every, log):
     spec, X, Y = problem(prob, n=n)
     model = dh.Model.from_dict(spec)
     w = model.init(0)
-    req = _request(quantity, model.memory_budget)
+    req = _request(quantity)
     kwargs = _evaluate_kwargs(quantity)
     n_shards = -(-n // chunk)
     log(f"{prob} {quantity}: n={n}, {n_shards} shards of {chunk}, t={model.n_params}")

@@ -62,17 +62,17 @@ class Model:
 
     Build it with :meth:`from_dict` / :meth:`from_json`; every derivative method
     takes the flat weights ``w`` (``(n_params,)``), inputs ``X`` ``(n, inputs)``
-    and targets ``Y`` (see DESIGN §1).  Work over examples is chunked so that
-    temporaries stay within ``memory_budget`` bytes (default 256 MiB).
+    and targets ``Y`` (see DESIGN §1).  The engine takes the examples in batches
+    of rows whose temporaries stay within ``memory_budget`` bytes, a keyword of
+    every derivative method (``None``: the engine's default, 256 MiB; the same
+    option as ``dh.evaluate(memory_budget=)`` and ``dh.fit(memory_budget=)``).
     """
 
-    def __init__(self, inputs: int, layers: list[Layer], loss: Loss, penalty: Penalty | None,
-                 memory_budget: int | None = None):
+    def __init__(self, inputs: int, layers: list[Layer], loss: Loss, penalty: Penalty | None):
         self.inputs = inputs
         self.layers = list(layers)
         self.loss = loss
         self.penalty = penalty
-        self.memory_budget = memory_budget
         self.sizes = [inputs] + [layer.units for layer in self.layers]
         self.layer_shapes = [layer.shape for layer in self.layers]
         sizes = [s * d for s, d in self.layer_shapes]
@@ -235,15 +235,15 @@ class Model:
         return X, Y
 
     # -- derivatives (contract, DESIGN §3) ----------------------------------------------------
-    def _sums(self, w, X, Y, **request):
+    def _sums(self, w, X, Y, memory_budget, **request):
         w = self.check_weights(w)
         X, Y = self.check_data(X, Y)
-        req = Request(memory_budget=self.memory_budget, **request)
+        req = Request(memory_budget=memory_budget, **request)
         return finalize(self, w, shard_sums(self, w, X, Y, req, checked=True), req)
 
-    def value(self, w, X, Y) -> float:
+    def value(self, w, X, Y, *, memory_budget: int | None = None) -> float:
         """``E(W) = sum_i g(x^m_i, y_i) + pen(W)``."""
-        return float(self._sums(w, X, Y, value=True, gradient=False)["value"])
+        return float(self._sums(w, X, Y, memory_budget, value=True, gradient=False)["value"])
 
     def predict(self, w, X, *, output: str = "mean", chunk_rows: int = 65536) -> np.ndarray:
         """Predictions for the rows of ``X``, ``(n, c)``, by forward passes over row chunks.
@@ -264,52 +264,57 @@ class Model:
         out = np.concatenate(parts, axis=0)
         return self.loss.mean(out) if output == "mean" else out
 
-    def gradient(self, w, X, Y) -> np.ndarray:
+    def gradient(self, w, X, Y, *, memory_budget: int | None = None) -> np.ndarray:
         """``dE/dW`` by one forward and one backward (Lagrangian) pass, seed eqs. (7)-(9)."""
-        return self._sums(w, X, Y, value=False, gradient=True)["gradient"]
+        return self._sums(w, X, Y, memory_budget, value=False, gradient=True)["gradient"]
 
-    def value_and_gradient(self, w, X, Y):
-        s = self._sums(w, X, Y, value=True, gradient=True)
+    def value_and_gradient(self, w, X, Y, *, memory_budget: int | None = None):
+        s = self._sums(w, X, Y, memory_budget, value=True, gradient=True)
         return float(s["value"]), s["gradient"]
 
-    def multipliers(self, w, X, Y) -> list[np.ndarray]:
+    def multipliers(self, w, X, Y, *, memory_budget: int | None = None) -> list[np.ndarray]:
         """The paper's ``e^k_i = -dE_i/dx^k_i`` (total derivative, no penalty): list of ``(n, s_k)``."""
-        return self._sums(w, X, Y, value=False, gradient=False, multipliers=True)["multipliers"]
+        s = self._sums(w, X, Y, memory_budget, value=False, gradient=False, multipliers=True)
+        return s["multipliers"]
 
-    def curvature(self, w, X, Y, kind="hessian", structure="row"):
+    def curvature(self, w, X, Y, kind="hessian", structure="row", *,
+                  memory_budget: int | None = None):
         """Exact curvature ``kind`` (hessian | gauss_newton | lagrangian) in ``structure``.
 
         ``row``: list over layers of ``(s_k, d_k, d_k)``; ``layer``: list of ``(t_k, t_k)``;
         ``full``: ``(t, t)``.  See docs/theory.md.
         """
         check_curvature(kind, structure)
-        s = self._sums(w, X, Y, value=False, gradient=False, curvature=((kind, structure),))
+        s = self._sums(w, X, Y, memory_budget, value=False, gradient=False,
+                       curvature=((kind, structure),))
         return s[f"curvature/{kind}/{structure}"]
 
-    def hvp(self, w, X, Y, v, kind="hessian") -> np.ndarray:
+    def hvp(self, w, X, Y, v, kind="hessian", *, memory_budget: int | None = None) -> np.ndarray:
         """Exact curvature-vector product (kind hessian or gauss_newton) by forward-over-reverse."""
         check_hvp_kind(kind)
         v = np.asarray(v, dtype=float)
         if v.shape != (self.n_params,):
             raise ValueError(f"v must be a vector of length {self.n_params}, got shape {v.shape}")
         _check_finite(v, "v")
-        s = self._sums(w, X, Y, value=False, gradient=False, hvp=((kind, v),))
+        s = self._sums(w, X, Y, memory_budget, value=False, gradient=False, hvp=((kind, v),))
         return s["hvp/0"]
 
-    def directional_derivatives(self, w, X, Y, v, order) -> np.ndarray:
+    def directional_derivatives(self, w, X, Y, v, order, *,
+                                memory_budget: int | None = None) -> np.ndarray:
         """``[E, DE[v], D^2E[v,v], ..., D^pE[v,...,v]]`` at ``w`` by Taylor propagation (DESIGN §6)."""
-        s = self._sums(w, X, Y, value=False, gradient=False,
+        s = self._sums(w, X, Y, memory_budget, value=False, gradient=False,
                        directional=check_direction(v, order, self.n_params))
         return s["directional"]
 
-    def row_tensor(self, w, X, Y, layer, row=None, order=2, *, packed=False, part="exact"):
+    def row_tensor(self, w, X, Y, layer, row=None, order=2, *, packed=False, part="exact",
+                   memory_budget: int | None = None):
         """Exact ``order``-th derivative tensor of ``E`` w.r.t. row ``row`` of layer ``layer`` (DESIGN §6).
 
         ``sum_i c^(p)_ij z_i^{(x) p}`` (+ pen' / pen'' for p = 1, 2); ``part="lagrangian"`` gives
         the seed's eq. (12).  See :func:`dist_hess.engine.row_tensors.row_tensor`, docs/higher_order.md.
         """
         return row_tensor(self, w, X, Y, layer, row, order, packed=packed, part=part,
-                          memory_budget=self.memory_budget)
+                          memory_budget=memory_budget)
 
 
 def check_direction(v, order, n_params: int) -> tuple[np.ndarray, int]:

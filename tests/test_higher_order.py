@@ -190,9 +190,9 @@ def test_directional_independent_of_chunks_and_blocks(case_id):
     case = CASES_BY_ID[case_id]
     w, v = case.w, case.random_direction()
     whole = model_for(case_id).directional_derivatives(w, case.X, case.Y, v, 5)
-    model = case.model()
-    model.memory_budget = 1                       # one example per chunk
-    assert_orders_close(model.directional_derivatives(w, case.X, case.Y, v, 5), whole, rtol=1e-12)
+    model = case.model()                          # memory_budget=1: one example per batch
+    assert_orders_close(model.directional_derivatives(w, case.X, case.Y, v, 5, memory_budget=1),
+                        whole, rtol=1e-12)
     X, Y = model.check_data(case.X, case.Y)
     Ws, Vs = model.unpack(w), model.unpack(v)
     for block in (1, 3):

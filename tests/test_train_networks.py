@@ -65,3 +65,28 @@ def test_small_mlp_with_a_skip_connection_converges(method):
 
 def test_fit_is_exported_from_the_package_root():
     assert dh.fit is fit
+
+
+def test_one_memory_budget_option_for_model_methods_evaluate_and_fit():
+    """``memory_budget=`` is passed the same way everywhere; one example per batch changes
+    only the order of the sums."""
+    rng = np.random.default_rng(2)
+    model = dh.Model.from_dict({"inputs": 3, "loss": "squared", "layers": [
+        {"type": "dense", "units": 4, "activation": "tanh"},
+        {"type": "dense", "units": 1, "activation": "identity", "sources": [1, 0]}]})
+    X = rng.standard_normal((25, 3))
+    Y = np.sin(X[:, 0]) + 0.1 * rng.standard_normal(25)
+    w = model.init(seed=0)
+    H = model.curvature(w, X, Y, "hessian", "full")
+    np.testing.assert_allclose(model.curvature(w, X, Y, "hessian", "full", memory_budget=1), H,
+                               rtol=1e-12, atol=1e-14)
+    ev = dh.evaluate(model, w, X, Y, curvature="hessian:full", memory_budget=1)
+    np.testing.assert_allclose(ev.curvature, H, rtol=1e-12, atol=1e-14)
+    whole = dh.fit(model, X, Y, method="newton", max_iter=5)
+    batched = dh.fit(model, X, Y, method="newton", max_iter=5, memory_budget=1)
+    np.testing.assert_allclose(batched.w, whole.w, rtol=1e-9, atol=1e-12)
+    for call in (lambda: model.value(w, X, Y, memory_budget=0),
+                 lambda: dh.evaluate(model, w, X, Y, memory_budget=-1),
+                 lambda: dh.fit(model, X, Y, max_iter=1, memory_budget=2.5)):
+        with pytest.raises(ValueError, match="memory_budget"):
+            call()

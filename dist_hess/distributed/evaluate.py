@@ -239,7 +239,8 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
         Taylor propagation on every shard (as ``Model.directional_derivatives``).
     security : ``distributed.Security`` for ``tls://`` scheduler addresses.
     connect_timeout : seconds to wait for a scheduler given by address.
-    memory_budget : bytes per shard for the engine's inner chunking (``None``: its default).
+    memory_budget : bytes of engine temporaries per batch of rows inside a shard (``None``:
+        the engine's default, as in the model's methods and ``dh.fit``).
 
     The result is bitwise identical for the same data, chunking and
     ``split_every`` whatever the number of workers or the task completion order.
@@ -255,7 +256,7 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
                          f"{model.inputs} inputs")
     request = Request(value=True, gradient=True, curvature=specs,
                       multipliers=bool(multipliers), hvp=hvp_pairs, directional=direction,
-                      memory_budget=memory_budget or model.memory_budget)
+                      memory_budget=memory_budget)
     payload = Payload(model, w, request)
     resolved = resolve_client(client, work=shards.n_examples * model.n_params,
                               security=security, connect_timeout=connect_timeout)

@@ -7,6 +7,7 @@ derivatives (they depend on ``v``).
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -30,6 +31,13 @@ class Request:
     hvp: tuple = ()
     directional: tuple | None = None
     memory_budget: int | None = None
+
+    def __post_init__(self):
+        budget = self.memory_budget
+        if budget is not None and (isinstance(budget, bool) or budget < 1
+                                   or not isinstance(budget, numbers.Integral)):
+            raise ValueError(f"memory_budget must be a positive number of bytes or None, "
+                             f"got {budget!r}")
 
     @property
     def order(self):

@@ -80,7 +80,7 @@ def fit(model, X, Y, *, w0=None, method: str = "block-newton", client=None,
         max_iter: int = 500, gtol: float = 1e-6, ftol: float = 1e-14,
         max_time: float | None = None, checkpoint=None, callback=None, verbose: bool = False,
         kind: str | None = None, structure: str | None = None, globalization=None,
-        options: dict | None = None) -> FitResult:
+        options: dict | None = None, memory_budget: int | None = None) -> FitResult:
     """Minimise ``E(w) = sum_i g(x^m_i, y_i) + pen(w)`` with a Newton-type method.
 
     Parameters
@@ -123,10 +123,14 @@ def fit(model, X, Y, *, w0=None, method: str = "block-newton", client=None,
         others: trust region).
     options
         Extra keyword options of the step strategy (e.g. ``{"max_cg_iter": 50}``).
+    memory_budget
+        Bytes of engine temporaries per batch of rows (``None``: the engine's default),
+        passed to every evaluation as in ``model.value(..., memory_budget=)`` and
+        ``dh.evaluate(memory_budget=)``.
     """
     strategy = make_strategy(method, kind=kind, structure=structure, options=options)
     rule = parse_globalization(globalization, strategy.globalizations)
-    objective = make_objective(model, X, Y, client=client)
+    objective = make_objective(model, X, Y, client=client, memory_budget=memory_budget)
     try:
         return minimize(objective, strategy, rule, w0=w0, max_iter=max_iter, gtol=gtol,
                         ftol=ftol, max_time=max_time, checkpoint=checkpoint,

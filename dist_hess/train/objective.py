@@ -4,6 +4,9 @@ Two implementations of one small interface, `Objective`:
 
 - `LocalObjective(model, X, Y)`: calls the model's contract methods in this process
   (``model.value/gradient/curvature/hvp``, DESIGN.md §3).
+
+Both take ``memory_budget`` (bytes of engine temporaries per batch of rows; ``None``:
+the engine's default) and pass it on: to the model's methods, or to ``evaluate``.
 - `DaskObjective(model, X, Y, client=...)`: persists ``X, Y`` on the workers once, then
   every evaluation is one `dist_hess.distributed.evaluate` call (value, gradient and,
   when asked, curvature in the same pass over the data).
@@ -97,9 +100,11 @@ class Objective(ABC):
 class LocalObjective(Objective):
     """The model's own methods, in this process, on numpy ``X, Y``."""
 
-    def __init__(self, model, X, Y):
+    def __init__(self, model, X, Y, *, memory_budget: int | None = None):
         self.model = model
         self.X, self.Y = X, Y
+        # passed on only when set: models that are not a dist_hess.Model need not take it
+        self._options = {} if memory_budget is None else {"memory_budget": memory_budget}
         self._cache = _PointCache()
 
     @property
@@ -109,24 +114,27 @@ class LocalObjective(Objective):
     def value(self, w):
         entry = self._cache.at(w)
         if "value" not in entry:
-            entry["value"] = float(self.model.value(w, self.X, self.Y))
+            entry["value"] = float(self.model.value(w, self.X, self.Y, **self._options))
         return entry["value"]
 
     def gradient(self, w):
         entry = self._cache.at(w)
         if "gradient" not in entry:
-            entry["gradient"] = np.asarray(self.model.gradient(w, self.X, self.Y), dtype=float)
+            entry["gradient"] = np.asarray(self.model.gradient(w, self.X, self.Y, **self._options),
+                                           dtype=float)
         return entry["gradient"]
 
     def curvature(self, w, kind, structure):
         entry = self._cache.at(w)
         key = ("curvature", kind, structure)
         if key not in entry:
-            entry[key] = self.model.curvature(w, self.X, self.Y, kind=kind, structure=structure)
+            entry[key] = self.model.curvature(w, self.X, self.Y, kind=kind, structure=structure,
+                                              **self._options)
         return entry[key]
 
     def hvp(self, w, v, kind):
-        return np.asarray(self.model.hvp(w, self.X, self.Y, v, kind=kind), dtype=float)
+        return np.asarray(self.model.hvp(w, self.X, self.Y, v, kind=kind, **self._options),
+                          dtype=float)
 
 
 class DaskObjective(Objective):
@@ -145,7 +153,8 @@ class DaskObjective(Objective):
     data per trial point.
     """
 
-    def __init__(self, model, X, Y, *, client=None, **evaluate_options):
+    def __init__(self, model, X, Y, *, client=None, memory_budget: int | None = None,
+                 **evaluate_options):
         from dist_hess.distributed import persist_data
         from dist_hess.distributed.cluster import resolve_client
 
@@ -153,7 +162,8 @@ class DaskObjective(Objective):
         # The client that holds the data runs every evaluation: the one given (a Client or
         # an address), else the current client, else the embedded local cluster.
         self.client = resolve_client(client)
-        self.evaluate_options = evaluate_options      # e.g. split_every, memory_budget
+        # e.g. split_every; memory_budget as every other evaluation takes it
+        self.evaluate_options = dict(evaluate_options, memory_budget=memory_budget)
         self.X, self.Y = persist_data(X, Y, self.client)
         self._cache = _PointCache()
         self._prefetch: tuple[str, str] | None = None
@@ -205,7 +215,7 @@ class DaskObjective(Objective):
         self.X = self.Y = None
 
 
-def make_objective(model, X, Y, *, client=None) -> Objective:
+def make_objective(model, X, Y, *, client=None, memory_budget: int | None = None) -> Objective:
     """Where the evaluations run (DESIGN.md §3, ``client=None`` is the embedded default).
 
     `DaskObjective` when ``X`` or ``Y`` is a dask array or a client is given; with
@@ -225,8 +235,8 @@ def make_objective(model, X, Y, *, client=None) -> Objective:
         if X is not None and hasattr(model, "check_data"):        # a dist_hess.Model
             client = resolve_client(None, work=int(np.shape(X)[0]) * int(model.n_params))
         if client is None:
-            return LocalObjective(model, _in_memory(X), _in_memory(Y))
-    return DaskObjective(model, X, Y, client=client)
+            return LocalObjective(model, _in_memory(X), _in_memory(Y), memory_budget=memory_budget)
+    return DaskObjective(model, X, Y, client=client, memory_budget=memory_budget)
 
 
 def _in_memory(a):
