@@ -19,7 +19,7 @@ from .engine import Request, finalize, shard_sums
 from .engine.forward import forward
 from .engine.row_tensors import row_tensor
 from .jsonio import dump_json
-from .layers import Propagation, get_layer_type
+from .layers import LAYERS, Propagation, get_layer_type
 from .losses import Loss, _check_finite, get_loss
 from .penalties import Penalty, parse_penalty
 
@@ -118,7 +118,7 @@ class Model:
         if not isinstance(ls, dict):
             raise TypeError(f"{where}: expected a dict, got {ls!r}")
         if "type" not in ls:
-            raise ValueError(f"{where}: missing 'type' (one of dense, rbf, quadratic)")
+            raise ValueError(f"{where}: missing 'type' (one of {', '.join(sorted(LAYERS))})")
         prop_cls = get_layer_type(ls["type"])
         allowed = _LAYER_KEYS | set(prop_cls.extra_keys)
         unknown = set(ls) - allowed

@@ -2,7 +2,8 @@
 
 Units are named ``L{k}.{j}`` (unit ``j`` of layer ``k``, both as stored: ``j``
 from 0) and inputs ``x{i}``.  A parameter's name says which unit it belongs to
-and what it multiplies: ``L1.0 <- x2`` (dense weight from input 2),
+and what it multiplies, as its propagation labels its row
+(``Propagation.column_labels``): ``L1.0 <- x2`` (dense weight from input 2),
 ``L2.0 <- L1.3``, ``L1.0 <- bias``; rbf rows ``L1.0 mu(x2)``, ``L1.0 beta``,
 ``L1.0 beta(x2)``, ``L1.0 L[1,0]``; quadratic rows ``L1.0 x0*x2``, ``L1.0 x1^2``,
 ``L1.0 1`` (the constant).
@@ -10,8 +11,8 @@ and what it multiplies: ``L1.0 <- x2`` (dense weight from input 2),
 Groups (flat index arrays, pruned entries kept; the tests drop them):
 
 * :func:`input_group`: every parameter that multiplies input ``i`` (dense
-  weights from ``x_i``, quadratic monomials containing ``x_i``), in every
-  layer that reads the input.  "Input i is irrelevant" is the hypothesis
+  weights from ``x_i``, quadratic monomials containing ``x_i``: the
+  propagation's ``input_columns``), in every layer that reads the input.  "Input i is irrelevant" is the hypothesis
   that they are all zero.
 * :func:`unit_group`: the incoming row of unit ``j`` of layer ``k`` and, with
   ``outgoing=True``, the dense weights that read it.
@@ -44,33 +45,7 @@ def _input_labels(model, k):
 
 def column_labels(model, k) -> list[str]:
     """What each of the ``d_k`` row parameters of layer ``k`` is, in row order."""
-    prop = model.layers[k - 1].propagation
-    u = _input_labels(model, k)
-    kind = prop.type
-    if kind == "dense":
-        return (["<- bias"] if prop.offset else []) + [f"<- {x}" for x in u]
-    if kind == "quadratic":
-        z = ["1"] + u
-        a, b = np.triu_indices(len(z))
-        out = []
-        for i, j in zip(a, b):
-            if i == 0:
-                out.append(z[j])
-            elif i == j:
-                out.append(f"{z[i]}^2")
-            else:
-                out.append(f"{z[i]}*{z[j]}")
-        return out
-    if kind == "rbf":
-        mu = [f"mu({x})" for x in u]
-        metric = prop.metric_name
-        if metric == "isotropic":
-            return mu + ["beta"]
-        if metric == "diagonal":
-            return mu + [f"beta({x})" for x in u]
-        r = len(u)
-        return mu + [f"L[{a},{b}]" for a in range(r) for b in range(a + 1)]
-    return [f"w{c}" for c in range(prop.n_row_params)]
+    return model.layers[k - 1].propagation.column_labels(_input_labels(model, k))
 
 
 def parameter_name(model, q) -> str:
@@ -99,12 +74,9 @@ def _columns_reading(model, k, p, i) -> list[int]:
     offsets = dict(source_offsets(model, k))
     if p not in offsets:
         return []
-    r = offsets[p].start + i                       # position in u
-    if prop.type == "dense":
-        return [prop.offset + r]
-    if prop.type == "quadratic":
-        a, b = np.triu_indices(prop.n_inputs + 1)
-        return [int(c) for c in np.flatnonzero((a == r + 1) | (b == r + 1))]
+    columns = prop.input_columns(offsets[p].start + i)        # position in u
+    if columns is not None:
+        return columns
     raise ValueError(f"layer {k} ({prop.type}) does not read its inputs through weights that can "
                      f"be zero, so 'input/unit is irrelevant' is no zero-weight hypothesis there; "
                      f"test a list of parameter indices instead")

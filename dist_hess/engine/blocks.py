@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layers.features import FeatureLayer
-from ..layers.jacobians import SharedParamGrad
 from .forward import source_offsets
 
 __all__ = ["accumulate_row", "accumulate_layer", "accumulate_cross", "eps_jacobians",
@@ -52,16 +50,7 @@ def accumulate_layer(model, cache, k, Q, delta, acc, second_order):
     t = s * d
     if acc is None:
         acc = np.zeros((t, t))
-    G = cache.param_grad(model, k)
-    if isinstance(G, SharedParamGrad):
-        phi = G.phi
-        n = phi.shape[0]
-        for j in range(s):
-            # columns of units j..s-1 only: the block upper triangle
-            R = (Q[:, j, j:, None] * phi[:, None, :]).reshape(n, (s - j) * d)
-            acc[j * d:(j + 1) * d, j * d:] += phi.T @ R
-    else:
-        acc += np.einsum("njJ,nja,nJb->jaJb", Q, G.G, G.G).reshape(t, t)
+    acc = cache.param_grad(model, k).layer_gram(Q, acc)
     if second_order and delta is not None:
         ph = model.layers[k - 1].propagation.param_hess_sum(cache.Ws[k - 1], cache.u[k - 1], delta)
         if ph is not None:
@@ -118,27 +107,20 @@ def accumulate_cross(model, cache, k, l, Qkl, delta_k, D, acc, second_order):
     Gl = cache.param_grad(model, l)
     n = cache.x[0].shape[0]
     prop = model.layers[k - 1].propagation
-    W, u = cache.Ws[k - 1], cache.u[k - 1]
-    mixed_feat = mixed_full = None
+    mixed = None                           # delta^k d2P/dW du (du^k/deps^l), per unit (n, d_k, s_l)
     if second_order:
         Du = input_eps_jacobian(model, D, k, l, n)
         if Du is not None:
-            if isinstance(prop, FeatureLayer):
-                mixed_feat = prop.features_jvp(u, Du)                 # (n, d_k, s_l)
-            else:
-                mixed_full = prop.mixed_apply(W, u, delta_k, Du)      # (n, s_k, d_k, s_l) or None
+            mixed = prop.mixed_apply_op(cache.Ws[k - 1], cache.u[k - 1], delta_k, Du)
     if Qkl is None:
         Qkl = np.zeros((n, sk, sl_))
-    if isinstance(Gk, SharedParamGrad) and isinstance(Gl, SharedParamGrad):
-        _cross_shared(Gk.phi, Gl.phi, Qkl, delta_k, mixed_feat, acc)
+    if Gk.shared and Gl.shared and (mixed is None or mixed.shared):
+        _cross_shared(Gk.phi, Gl.phi, Qkl, delta_k, None if mixed is None else mixed.F, acc)
         return acc
     for j in range(sk):
-        Gkj = Gk.phi if isinstance(Gk, SharedParamGrad) else Gk.G[:, j, :]
-        L = Gkj[:, :, None] * Qkl[:, j, None, :]                        # (n, d_k, s_l)
-        if mixed_feat is not None:
-            L = L + delta_k[:, j, None, None] * mixed_feat
-        elif mixed_full is not None:
-            L = L + mixed_full[:, j]
+        L = Gk.unit(j)[:, :, None] * Qkl[:, j, None, :]                 # (n, d_k, s_l)
+        if mixed is not None:
+            L = L + mixed.unit(j)
         acc[j * dk:(j + 1) * dk, :] += Gl.right_contract(L).reshape(dk, sl_ * dl)
     return acc
 

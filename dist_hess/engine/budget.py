@@ -28,8 +28,9 @@ def bytes_per_example(model, req) -> int:
     d = [layer.propagation.n_row_params for layer in model.layers]
     words = sum(r) + 6 * S + 4 * sizes[-1] ** 2
     structures = {st for _, st in req.curvature}
+    # propagations not linear in their weights hold (n, s, d[, d]) tensors per example
     unit_layers = [k for k, layer in enumerate(model.layers)
-                   if not hasattr(layer.propagation, "features")]
+                   if not layer.propagation.linear_in_weights]
     if req.curvature:
         # frontier blocks (the input layer is never carried; diagonal-only layers carry a diagonal)
         diag = set(diag_only_layers(model)) if structures == {"row"} else set()

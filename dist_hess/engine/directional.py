@@ -12,8 +12,9 @@ Series here use the leading-axis layout of :mod:`dist_hess.taylor`
 (``c[q]`` is an ``(n, width)`` block; a short series has zero trailing
 coefficients): the input ``x^0`` is a constant (length 1), the first
 pre-activation is linear in ``t`` (length 2), and only later layers carry all
-``p + 1`` coefficients.  Dense layers take one matrix product per coefficient;
-any other propagation goes through its ``taylor`` method (last-axis layout).
+``p + 1`` coefficients.  Each propagation's ``taylor_leading`` gives its
+pre-activation series (dense: one matrix product per coefficient; the default
+goes through its last-axis ``taylor``).
 
 The same propagation seeded at one unit (``a^k_j(t) = a^k_j + t``, everything
 else fixed) gives ``d^qE_i/d(a^k_ij)^q``: see :mod:`dist_hess.engine.row_tensors`.
@@ -24,8 +25,7 @@ import math
 
 import numpy as np
 
-from ..layers.dense import Dense
-from ..taylor import compose_leading, to_last, to_leading
+from ..taylor import compose_leading, to_last
 
 __all__ = ["loss_series", "propagate_series", "example_loss_series", "pre_activation_series",
            "coefficients_to_derivatives"]
@@ -108,36 +108,7 @@ def pre_activation_series(propagation, W, V, u, P, a0=None):
     """
     if V is not None and not np.any(V):
         V = None
-    if isinstance(propagation, Dense):
-        return _dense_series(propagation, W, V, u, P, a0)
-    if V is None:
-        V = np.zeros_like(W)
-    a = propagation.taylor(W, V, to_last(u, P))
-    return to_leading(a)
-
-
-def _dense_series(propagation, W, V, u, P, a0=None):
-    """``a_q = u_q W' + u_{q-1} V'`` (+ bias ``W_0`` at ``q = 0``, ``V_0`` at ``q = 1``)."""
-    off = propagation.offset
-    Lu, N, r = u.shape
-    L = Lu if V is None else min(Lu + 1, P)
-    a = np.empty((L, N, W.shape[0]))
-    if a0 is None:
-        np.matmul(u.reshape(Lu * N, r), W[:, off:].T, out=a[:Lu].reshape(Lu * N, -1))
-        if off:
-            a[0] += W[:, 0]
-    else:
-        a[0] = a0
-        if Lu > 1:
-            np.matmul(u[1:].reshape((Lu - 1) * N, r), W[:, off:].T, out=a[1:Lu].reshape((Lu - 1) * N, -1))
-    if V is None or L == 1:
-        return a
-    if Lu < L:
-        a[Lu] = 0.0
-    a[1:L] += (u[: L - 1].reshape((L - 1) * N, r) @ V[:, off:].T).reshape(L - 1, N, -1)
-    if off:
-        a[1] += V[:, 0]
-    return a
+    return propagation.taylor_leading(W, V, u, P, a0=a0)
 
 
 def example_loss_series(model, out, Y, P):

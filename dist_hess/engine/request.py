@@ -34,8 +34,8 @@ class Request:
 
     def __post_init__(self):
         budget = self.memory_budget
-        if budget is not None and (isinstance(budget, bool) or budget < 1
-                                   or not isinstance(budget, numbers.Integral)):
+        if budget is not None and (isinstance(budget, bool)
+                                   or not isinstance(budget, numbers.Integral) or budget < 1):
             raise ValueError(f"memory_budget must be a positive number of bytes or None, "
                              f"got {budget!r}")
 

@@ -34,7 +34,7 @@ import numbers
 
 import numpy as np
 
-from ..layers.features import FeatureLayer
+from ..layers import LAYERS
 from .directional import example_loss_series, propagate_series
 from .forward import forward, gather_sources
 from ..taylor import compose_leading
@@ -201,18 +201,19 @@ def row_tensor(model, w, X, Y, layer, row=None, order=2, *, packed=False, part="
     ``layer``: 1-based layer index; ``row``: unit index, or ``None`` for every
     row (a leading axis of size ``s_k``).  Returns the dense ``(d,) * p`` tensor
     (``d`` = the row's parameters) or, with ``packed=True``, the ``K`` entries
-    ``a_1 <= ... <= a_p`` in :func:`packed_indices` order.  Only layers linear in
-    their weights (dense, quadratic) are supported: for the others the tensor
-    also involves ``d^qP/dW^q``, ``q >= 2``.
+    ``a_1 <= ... <= a_p`` in :func:`packed_indices` order.  Only propagations
+    linear in their weights (``linear_in_weights``: dense, quadratic) are
+    supported: for the others the tensor also involves ``d^qP/dW^q``, ``q >= 2``.
     """
     layer = _check_layer(model, layer)
     p = _check_order(order)
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     prop = model.layers[layer - 1].propagation
-    if not isinstance(prop, FeatureLayer):
+    if not prop.linear_in_weights:
+        linear = ", ".join(sorted(name for name, cls in LAYERS.items() if cls.linear_in_weights))
         raise NotImplementedError(
-            f"row tensors need a propagation linear in its weights (dense, quadratic); layer {layer} "
+            f"row tensors need a propagation linear in its weights ({linear}); layer {layer} "
             f"is {prop.type!r}, whose p-th derivative also involves d^qP/dW^q for q >= 2")
     rows, single = _check_rows(model, layer, row)
     w = model.check_weights(w)

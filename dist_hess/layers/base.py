@@ -25,6 +25,13 @@ defaults built from the tensors.  Built-in layers override the contractions
 (BLAS-3, no per-example tensor) and return the shared Jacobian forms of
 :mod:`dist_hess.layers.jacobians`.
 
+Everything generic code needs to know about a layer type is asked of its
+propagation (never of its class): the layout (``n_row_params``,
+``penalty_mask``, ``column_labels``, ``input_columns``), whether it is linear in
+its weights (``linear_in_weights``: ``a_j = W_j . phi(u)``, see
+:mod:`.features`), the Jacobian forms (``param_grad_op``, ``input_jac_op``,
+``mixed_apply_op``) and the Taylor mode (``taylor``, ``taylor_leading``).
+
 Minimal example (a "scaled dot product" unit ``a_j = exp(W_j0) * (W_j1: . u)``)
 is in ``docs/extending.md`` and ``tests/test_extending.py``.
 """
@@ -32,7 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .jacobians import ExampleJacobian, UnitParamGrad
+from ..taylor import to_last, to_leading
+from .jacobians import ExampleJacobian, UnitMixed, UnitParamGrad
 
 __all__ = ["Propagation"]
 
@@ -45,6 +53,9 @@ class Propagation:
     extra_keys: tuple[str, ...] = ()
     #: True when every propagation reads exactly one source.
     single_source: bool = False
+    #: True for ``a_j = W_j . phi(u)`` (:class:`dist_hess.layers.features.FeatureLayer`):
+    #: ``d2P/dW2 = 0``, ``features(u)`` gives ``phi``; row tensors of any order need it.
+    linear_in_weights: bool = False
 
     def __init__(self, units: int, n_inputs: int, **options):
         self.units = int(units)
@@ -70,6 +81,16 @@ class Propagation:
         """Initial ``(s, d)`` weights."""
         return rng.normal(scale=1.0 / np.sqrt(max(self.n_row_params, 1)),
                           size=(self.units, self.n_row_params))
+
+    def column_labels(self, inputs: list[str]) -> list[str]:
+        """What each of the ``d`` row parameters is, given the labels of the ``r`` inputs
+        (parameter names in tables: ``dist_hess.analysis.groups``)."""
+        return [f"w{c}" for c in range(self.n_row_params)]
+
+    def input_columns(self, r: int) -> list[int] | None:
+        """Row columns whose weights multiply input ``r`` (all zero: the unit ignores it),
+        or ``None`` when the input does not enter through weights that can be zero."""
+        return None
 
     # -- the tensors (a user implements these) -------------------------------
     def value(self, W, u):
@@ -100,6 +121,11 @@ class Propagation:
     def input_jac_op(self, W, u):
         J = self.input_jac(W, u)
         return ExampleJacobian(J) if isinstance(J, np.ndarray) else J
+
+    def mixed_apply_op(self, W, u, delta, D):
+        """:meth:`mixed_apply` as a :mod:`jacobians` object (per unit: ``(n, d, q)``), or ``None``."""
+        M = self.mixed_apply(W, u, delta, D)
+        return None if M is None else UnitMixed(M)
 
     # -- second-order contractions (generic defaults from the tensors) --------
     def param_hess_sum(self, W, u, delta):
@@ -141,6 +167,14 @@ class Propagation:
     def taylor(self, W, V, u_series):
         """Taylor coefficients of ``P(u(t); W + t V)``: ``u_series`` ``(n, r, p+1)`` -> ``(n, s, p+1)``."""
         raise NotImplementedError(f"layer type {self.type!r} has no Taylor propagation")
+
+    def taylor_leading(self, W, V, u, P, a0=None):
+        """:meth:`taylor` in the leading-axis layout of :mod:`dist_hess.taylor`:
+        ``u`` ``(L, n, r)`` (possibly short) -> ``(L', n, s)``; ``V=None`` holds the weights
+        fixed; ``a0`` is ``P(u_0; W)`` when already known (the default ignores it)."""
+        if V is None:
+            V = np.zeros_like(W)
+        return to_leading(self.taylor(W, V, to_last(u, P)))
 
     def __repr__(self):
         return f"<{self.type} layer: {self.units} units, {self.n_inputs} inputs>"

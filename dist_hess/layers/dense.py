@@ -62,6 +62,13 @@ class Dense(FeatureLayer):
         one[:, 0, 0] = 1.0
         return np.concatenate([one, u_series], axis=1)
 
+    def column_labels(self, inputs):
+        """``<- bias``, then ``<- x`` for each input ``x``."""
+        return (["<- bias"] if self.bias else []) + [f"<- {x}" for x in inputs]
+
+    def input_columns(self, r):
+        return [self.offset + r]
+
     def value(self, W, u):
         a = u @ W[:, self.offset:].T
         if self.bias:
@@ -82,6 +89,31 @@ class Dense(FeatureLayer):
 
     def mixed_transpose_apply(self, W, u, delta, V):
         return delta @ V[:, self.offset:]
+
+    def taylor_leading(self, W, V, u, P, a0=None):
+        """``a_q = u_q W' + u_{q-1} V'`` (+ bias ``W_0`` at ``q = 0``, ``V_0`` at ``q = 1``):
+        one matrix product per coefficient, in the leading-axis layout."""
+        off = self.offset
+        Lu, N, r = u.shape
+        L = Lu if V is None else min(Lu + 1, P)
+        a = np.empty((L, N, W.shape[0]))
+        if a0 is None:
+            np.matmul(u.reshape(Lu * N, r), W[:, off:].T, out=a[:Lu].reshape(Lu * N, -1))
+            if off:
+                a[0] += W[:, 0]
+        else:
+            a[0] = a0
+            if Lu > 1:
+                np.matmul(u[1:].reshape((Lu - 1) * N, r), W[:, off:].T,
+                          out=a[1:Lu].reshape((Lu - 1) * N, -1))
+        if V is None or L == 1:
+            return a
+        if Lu < L:
+            a[Lu] = 0.0
+        a[1:L] += (u[: L - 1].reshape((L - 1) * N, r) @ V[:, off:].T).reshape(L - 1, N, -1)
+        if off:
+            a[1] += V[:, 0]
+        return a
 
 
 class DenseParamGrad(SharedParamGrad):

@@ -10,15 +10,21 @@ concatenated), ``q`` a free direction index, ``T`` a flattened block index.
 * Parameter gradients ``G[n, j, c] = dP_j/dW_jc``: :class:`SharedParamGrad` when
   every unit sees the same features ``phi[n, c]`` (dense: ``z = [1, u]``;
   quadratic: monomials), :class:`UnitParamGrad` otherwise (rbf).
+* Mixed second derivatives applied to input directions,
+  ``M[n, j, c, q] = delta[n, j] sum_r d2P_j/dW_jc du_r D[n, r, q]``:
+  :class:`SharedMixed` when ``d2P_j/dW_j du`` is the same for every unit
+  (``dphi/du``, layers linear in their weights), :class:`UnitMixed` otherwise.
 
-The shared forms turn every contraction into a BLAS-3 product over examples.
+The shared forms turn every contraction into a BLAS-3 product over examples;
+each form says so with its ``shared`` flag, and generic code asks the object
+(``unit(j)``, ``layer_gram``...) rather than its class.
 """
 from __future__ import annotations
 
 import numpy as np
 
 __all__ = ["SharedJacobian", "ExampleJacobian", "SharedParamGrad", "UnitParamGrad",
-           "weighted_gram"]
+           "SharedMixed", "UnitMixed", "weighted_gram"]
 
 
 class SharedJacobian:
@@ -94,9 +100,14 @@ def symmetrize_upper(U):
 class SharedParamGrad:
     """``G[n, j, c] = phi[n, c]`` for every unit ``j``; ``phi`` is ``(n, d)``."""
 
+    shared = True
+
     def __init__(self, phi, s):
         self.phi = phi
         self.s = s
+
+    def unit(self, j):                    # (n, d): G[:, j, :]
+        return self.phi
 
     def gradient_sum(self, delta):        # (n, s) -> (s, d): sum_n delta_nj phi_n
         return delta.T @ self.phi
@@ -129,6 +140,16 @@ class SharedParamGrad:
                     out[j][:hi, lo:hi] += R[:, i, :]
         return out
 
+    def layer_gram(self, Q, out):
+        """``sum_n G_n' Q_n G_n`` added to the upper block triangle of ``out`` ``(s d, s d)``:
+        per unit ``j`` one GEMM ``phi' [Q_jJ phi]_{J >= j}``."""
+        phi = self.phi
+        n, d = phi.shape
+        for j in range(self.s):
+            R = (Q[:, j, j:, None] * phi[:, None, :]).reshape(n, (self.s - j) * d)
+            out[j * d:(j + 1) * d, j * d:] += phi.T @ R
+        return out
+
     def left_expand(self, Q):             # (n, s, q) -> (n, s, d, q): Q[n,j,q] G[n,j,c]
         return Q[:, :, None, :] * self.phi[:, None, :, None]
 
@@ -140,9 +161,14 @@ class SharedParamGrad:
 class UnitParamGrad:
     """A gradient per example and unit: ``G`` is ``(n, s, d)``."""
 
+    shared = False
+
     def __init__(self, G):
         self.G = G
         self.s = G.shape[1]
+
+    def unit(self, j):
+        return self.G[:, j, :]
 
     def gradient_sum(self, delta):
         return np.einsum("nj,njc->jc", delta, self.G)
@@ -157,8 +183,37 @@ class UnitParamGrad:
         out += blocks
         return out
 
+    def layer_gram(self, Q, out):
+        """``sum_n G_n' Q_n G_n`` added to ``out`` ``(s d, s d)`` (every entry)."""
+        out += np.einsum("njJ,nja,nJb->jaJb", Q, self.G, self.G).reshape(out.shape)
+        return out
+
     def left_expand(self, Q):
         return Q[:, :, None, :] * self.G[:, :, :, None]
 
     def right_contract(self, L):
         return np.einsum("nTj,njc->Tjc", L, self.G)
+
+
+class SharedMixed:
+    """``M[n, j, c, q] = delta[n, j] F[n, c, q]``: the same ``F = dphi/du . D`` ``(n, d, q)`` for every unit."""
+
+    shared = True
+
+    def __init__(self, F, delta):
+        self.F, self.delta = F, delta
+
+    def unit(self, j):                    # (n, d, q)
+        return self.delta[:, j, None, None] * self.F
+
+
+class UnitMixed:
+    """``M`` ``(n, s, d, q)`` as computed."""
+
+    shared = False
+
+    def __init__(self, M):
+        self.M = M
+
+    def unit(self, j):
+        return self.M[:, j]

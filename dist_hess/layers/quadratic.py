@@ -74,3 +74,21 @@ class Quadratic(FeatureLayer):
 
     def input_hess_vp(self, W, u, delta, du):
         return np.einsum("nj,jab,nb->na", delta, self._sym(W)[:, 1:, 1:], du)
+
+    def column_labels(self, inputs):
+        """The monomials ``z_a z_b`` of ``z = [1, u]``: ``x2`` (``1 * x2``), ``x1^2``, ``x0*x2``, ``1``."""
+        z = ["1"] + list(inputs)
+        out = []
+        for i, j in zip(*self.iu):
+            if i == 0:
+                out.append(z[j])
+            elif i == j:
+                out.append(f"{z[i]}^2")
+            else:
+                out.append(f"{z[i]}*{z[j]}")
+        return out
+
+    def input_columns(self, r):
+        """The monomials containing ``u_r`` (``z_{r+1}``)."""
+        a, b = self.iu
+        return [int(c) for c in np.flatnonzero((a == r + 1) | (b == r + 1))]

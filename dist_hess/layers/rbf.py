@@ -162,6 +162,16 @@ class RBF(Propagation):
         mu = rng.normal(size=(self.units, self.n_inputs))
         return np.concatenate([mu, self.metric.init(self.units)], axis=1)
 
+    def column_labels(self, inputs):
+        """``mu(x)`` per input, then ``beta`` | ``beta(x)`` per input | ``L[a,b]`` (row-major lower)."""
+        mu = [f"mu({x})" for x in inputs]
+        if self.metric_name == "isotropic":
+            return mu + ["beta"]
+        if self.metric_name == "diagonal":
+            return mu + [f"beta({x})" for x in inputs]
+        r = len(inputs)
+        return mu + [f"L[{a},{b}]" for a in range(r) for b in range(a + 1)]
+
     def _split(self, W, u):
         r = self.n_inputs
         mu, theta = W[:, :r], W[:, r:]
