@@ -4,12 +4,19 @@ Layer ``k`` (1-based; layer 0 is the input) reads ``sources_k``, computes
 ``a^k = P^k(u^k; W^k)`` with ``u^k`` its sources' outputs concatenated in order,
 then ``x^k = h^k(a^k)``.  The flat parameter vector concatenates the row-major
 ``(s_k, d_k)`` matrices ``W^k`` in layer order.
+
+Pruned weights (held at zero) are a mask on that layout, parsed once from the
+layers' JSON ``"mask"`` (``(s_k, d_k)`` lists of 0/1) or built with
+:meth:`Model.with_mask` / :meth:`Model.pruned`; every derivative is then the
+masked objective's ``E_m(w) = E(P w)`` (``P = diag(mask)``), restricted once by
+the engine (:mod:`dist_hess.engine.finalization`).
 """
 from __future__ import annotations
 
+import copy
 import json
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -181,7 +188,57 @@ class Model:
 
     def __repr__(self):
         arch = "-".join(str(s) for s in self.sizes)
-        return f"<Model {arch}, {self.n_params} parameters, loss {self.loss.name}>"
+        params = (f"{self.n_params} parameters" if self.mask is None else
+                  f"{self.n_free} of {self.n_params} parameters free")
+        return f"<{type(self).__name__} {arch}, {params}, loss {self.loss.name}>"
+
+    # -- the mask: pruned weights held at zero ------------------------------------------
+    @property
+    def free(self) -> np.ndarray:
+        """``(t,)`` booleans, ``True`` for the weights that are estimated (not pruned); a copy."""
+        return np.ones(self.n_params, dtype=bool) if self.mask is None else self.mask.copy()
+
+    @property
+    def n_free(self) -> int:
+        """Number of weights not pruned."""
+        return self.n_params if self.mask is None else int(self.mask.sum())
+
+    def layer_masks(self) -> list[np.ndarray]:
+        """The mask as ``(s_k, d_k)`` 0/1 integer matrices, layer by layer (the JSON ``"mask"``)."""
+        free = self.free
+        return [free[sl].reshape(shape).astype(int)
+                for sl, shape in zip(self.layer_slices, self.layer_shapes)]
+
+    def with_mask(self, mask) -> "Model":
+        """A new model with the same layers, loss and penalty and ``mask`` as its mask.
+
+        ``mask``: ``(t,)`` 0/1 or booleans in the parameter layout, ``False`` where a
+        weight is pruned; ``None`` (or all true) for none pruned.  The new model is of the
+        same class as this one.
+        """
+        if mask is None:
+            masks = [None] * len(self.layers)
+        else:
+            mask = np.asarray(mask)
+            if mask.shape != (self.n_params,):
+                raise ValueError(f"mask must have shape ({self.n_params},) (n_params), "
+                                 f"got {mask.shape}")
+            if not np.all((mask == 0) | (mask == 1)):
+                raise ValueError("mask entries must be 0 or 1")
+            mask = mask.astype(bool)
+            masks = [mask[sl].reshape(shape)
+                     for sl, shape in zip(self.layer_slices, self.layer_shapes)]
+            masks = [None if m.all() else m for m in masks]
+        layers = [replace(layer, mask=m) for layer, m in zip(self.layers, masks)]
+        new = copy.copy(self)              # same class; every attribute is set again below
+        Model.__init__(new, self.inputs, layers, self.loss, self.penalty)
+        return new
+
+    def pruned(self, indices) -> "Model":
+        """A new model with the weights at flat ``indices`` pruned too (:meth:`with_mask`)."""
+        free = self.free
+        free[np.asarray(indices, dtype=int)] = False
+        return self.with_mask(free)
 
     # -- parameters -------------------------------------------------------------------
     def init(self, seed=0) -> np.ndarray:

@@ -4,7 +4,7 @@
   inverse Hessian or the sandwich, full or block diagonal (:mod:`.wald`);
 * :func:`prune`, :func:`saliencies`, :func:`obs_update`: OBD/OBS saliencies and
   backward pruning with retraining, weights held at zero by a
-  :class:`MaskedModel` (:mod:`.pruning`, :mod:`.masking`);
+  masked model (:mod:`.pruning`, :mod:`.masking`);
 * :func:`spectra`: eigenvalues of row, layer and full curvature, Lanczos on
   Hessian-vector products for the full matrix (:mod:`.spectra`);
 * :func:`laplace_predict`: Laplace predictive mean and variance (:mod:`.laplace`);

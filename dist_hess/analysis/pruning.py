@@ -40,7 +40,7 @@ from ..jsonio import dump_json
 from .covariance import LOADING_TOL, RCOND, hessian_blocks, pseudo_inverse
 from .covariance import covariance as compute_covariance
 from .groups import parameter_name, unit_group
-from .masking import MaskedModel, base_model, free_mask
+from .masking import MaskedModel
 from .source import loss_sum, resolve
 
 __all__ = ["Saliencies", "saliencies", "obs_step", "obs_group_step", "obs_update", "prune",
@@ -224,7 +224,7 @@ class PruningPath:
 
     @property
     def mask(self) -> np.ndarray:
-        return free_mask(self.model)
+        return self.model.free
 
     def to_dict(self) -> dict:
         return {"criterion": self.criterion, "threshold": self.threshold, "best": int(self.best),
@@ -244,7 +244,7 @@ class PruningPath:
         """Write the chosen model to a store: weights, value, gradient, ``kind:structure``
         curvature, the mask in the model JSON and the path in ``attrs["pruning_path"]``."""
         from ..store import write_store
-        base = base_model(self.model)
+        base = self.model.with_mask(None)
         X = np.asarray(X)
         value, grad = base.value_and_gradient(self.w, X, Y)
         curvature = base.curvature(self.w, X, Y, kind=kind, structure=structure)
@@ -350,8 +350,8 @@ def prune(model, X, Y, w, *, criterion: str = "wald", threshold: float = 0.05, X
     if criterion == "validation" and (X_val is None or Y_val is None):
         raise ValueError("criterion 'validation' needs X_val and Y_val")
     fit_options = dict(fit_options or {})
-    base = base_model(model)
-    mm = MaskedModel(base, free_mask(model))
+    base = model.with_mask(None)
+    mm = MaskedModel(base, model.free)
     X = np.asarray(X, dtype=float)
     w = mm.project(base.check_weights(w))
     allowed = np.ones(base.n_params, dtype=bool)
@@ -380,7 +380,7 @@ def prune(model, X, Y, w, *, criterion: str = "wald", threshold: float = 0.05, X
             reason = (f"every remaining {'unit' if unit else 'weight'} has Wald p-value <= "
                       f"{threshold:g} (smallest candidate p = {p_value:.3g})")
             break
-        new = mm.prune(group)
+        new = mm.pruned(group)
         w0 = _warm_start(new, w, _group_update(cov, w, group), X, Y)
         result = new.fit(X, Y, w0=w0, method=method, **fit_options)
         w_new = result.w

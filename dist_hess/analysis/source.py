@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .masking import MaskedModel, base_model, free_mask, split_mask
+from ..model import Model
+from .masking import MaskedModel
 
 __all__ = ["Fitted", "resolve", "cut_structure", "loss_sum"]
 
@@ -30,8 +31,8 @@ _ORDER = {"row": 0, "layer": 1, "full": 2}
 
 
 def loss_sum(model, w, X, Y) -> float:
-    """``sum_i g(x^m_i, y_i)``: the objective without its penalty."""
-    model = base_model(model)
+    """``sum_i g(x^m_i, y_i)``: the objective without its penalty (unmasked ``model``)."""
+    model = model.with_mask(None)
     value = model.value(w, X, Y)
     if model.penalty is not None:
         value -= model.penalty.value(np.asarray(w, dtype=float), model.penalty_mask)
@@ -216,12 +217,8 @@ def resolve(source, *, data=None, client=None, save: bool = False) -> Fitted:
     if isinstance(source, (str, os.PathLike)):
         source = open_store(source)
     if isinstance(source, Store):
-        spec = source.attrs["model"]
-        model, mask = split_mask(spec)
-        mask_attr = getattr(model, "mask", None)
-        free = (np.ones(model.n_params, dtype=bool) if mask is None else mask)
-        if mask_attr is not None:
-            free = free & np.asarray(mask_attr, dtype=bool)
+        masked = Model.from_dict(source.attrs["model"])
+        free, model = masked.free, masked.with_mask(None)
         X, Y = _as_data(data)
         w = np.asarray(source.weights, dtype=float) * free
         if X is not None and np.shape(X)[0] != source.n_examples:
@@ -231,8 +228,7 @@ def resolve(source, *, data=None, client=None, save: bool = False) -> Fitted:
                       store=source, client=client, save=save, stored_value=source.value)
     if isinstance(source, (tuple, list)) and len(source) == 4:
         model, w, X, Y = source
-        free = free_mask(model)
-        model = base_model(model)
+        free, model = model.free, model.with_mask(None)
         w = model.check_weights(w) * free
         X, Y = model.check_data(np.asarray(X), Y)
         return Fitted(model=model, w=w, free=free, n_examples=int(X.shape[0]), X=X, Y=Y,

@@ -213,7 +213,7 @@ def wald_table(source, *, covariance: str = "hessian", structure: str = "full",
     ----------
     source
         A store path, an open store (``dh.open_store``), or ``(model, w, X, Y)``
-        (``model`` may be a :class:`~dist_hess.analysis.MaskedModel`).
+        (``model`` may carry a mask: :attr:`dist_hess.Model.mask`).
     covariance
         ``"hessian"``: ``s2 H^-1`` with ``s2 = RSS/(n c - p)`` for squared loss, ``1``
         otherwise; ``"sandwich"``: ``H^-1 (sum_i g_i g_i') H^-1``.
