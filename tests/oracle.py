@@ -13,6 +13,11 @@ this module only states the forward model:
 Index letters: ``n`` example, ``j`` unit (row of ``W^k``), ``a, b`` row entries,
 ``t`` flat parameter.
 
+Layer types: one :class:`LayerReference` per JSON ``type`` in ``LAYER_TYPES``
+(its row length, ``P(u; W)`` in ``jax.numpy``, defaults, unpenalised columns,
+and how ``tests/cases.py`` draws test weights).  A new layer type is one entry
+there (:func:`register_layer_reference`) plus a row in ``tests/cases.py``.
+
 Public functions (all take the spec dict first):
 
 ``layer_shapes``, ``n_params``, ``layer_slices``, ``penalty_mask``,
@@ -30,6 +35,8 @@ import json
 import os
 import pathlib
 import sys
+from dataclasses import dataclass, field
+from typing import Callable
 
 if "jax" not in sys.modules:
     # The oracle compiles one small program per case; XLA's optimisation
@@ -66,11 +73,119 @@ ACTIVATIONS = {
     "sin": jnp.sin,
 }
 
+# --------------------------------------------------------------------------- layer types
+
+
+@dataclass(frozen=True)
+class LayerReference:
+    """A layer type as the oracle states it.  ``layer`` below is the layer's JSON dict
+    with ``defaults`` and ``in_width`` (its sources' widths summed) filled in.
+
+    ``row_length(layer) -> d``; ``propagate(layer, W, u) -> a`` for a batch
+    (``u`` ``(n, in_width)``, ``W`` ``(s, d)``, ``a`` ``(n, s)``, ``jax.numpy``);
+    ``draw(layer, (s, d), rng, scale) -> (s, d)`` numpy test weights that keep the
+    activations informative; ``unpenalised(layer)``: row columns the l2 penalty
+    skips; ``single_source``: the type reads exactly one source.
+    """
+
+    row_length: Callable
+    propagate: Callable
+    draw: Callable
+    defaults: dict = field(default_factory=dict)
+    unpenalised: Callable = lambda layer: []
+    single_source: bool = False
+
+
+LAYER_TYPES: dict[str, LayerReference] = {}
+
+
+def register_layer_reference(name: str, reference: LayerReference) -> LayerReference:
+    LAYER_TYPES[name] = reference
+    return reference
+
+
+def _dense(layer, W, u):
+    """``a_j = W_j . z``, ``z = [1, u]`` (``u`` without bias)."""
+    z = jnp.concatenate([jnp.ones((u.shape[0], 1)), u], axis=1) if layer["bias"] else u
+    return z @ W.T
+
+
+register_layer_reference("dense", LayerReference(
+    row_length=lambda layer: int(bool(layer["bias"])) + layer["in_width"],
+    propagate=_dense,
+    draw=lambda layer, shape, rng, scale: scale * rng.normal(size=shape),
+    defaults={"bias": True},
+    unpenalised=lambda layer: [0] if layer["bias"] else []))
+
+
 RBF_WIDTH_COUNT = {
     "isotropic": lambda s: 1,
     "diagonal": lambda s: s,
     "full": lambda s: s * (s + 1) // 2,
 }
+
+
+def _rbf(layer, W, u):
+    """``a_j = (u - mu_j)' M_j (u - mu_j)`` with the metric's ``M_j``."""
+    s_in = layer["in_width"]
+    mu, width = W[:, :s_in], W[:, s_in:]
+    diff = u[:, None, :] - mu[None, :, :]  # (n, j, a)
+    metric = layer["metric"]
+    if metric == "isotropic":
+        return jnp.exp(width[:, 0])[None, :] * jnp.sum(diff**2, axis=2)
+    if metric == "diagonal":
+        return jnp.sum(jnp.exp(width)[None, :, :] * diff**2, axis=2)
+    if metric == "full":
+        rows, cols = np.tril_indices(s_in)  # row-major lower triangle
+        L = jnp.zeros((W.shape[0], s_in, s_in)).at[:, rows, cols].set(width)
+        proj = jnp.einsum("nja,jab->njb", diff, L)  # L' (x - mu)
+        return jnp.sum(proj**2, axis=2)
+    raise ValueError(f"oracle: unknown metric {metric!r}")
+
+
+def _rbf_weights(layer, shape, rng, scale):
+    """Centres near the data, widths about ``1 / s_in``."""
+    s, d = shape
+    s_in = layer["in_width"]
+    mu = 0.5 * rng.normal(size=(s, s_in))
+    metric = layer["metric"]
+    if metric == "isotropic":
+        width = np.log(1.0 / s_in) + 0.3 * rng.normal(size=(s, 1))
+    elif metric == "diagonal":
+        width = np.log(1.0 / s_in) + 0.3 * rng.normal(size=(s, s_in))
+    else:
+        rows, cols = np.tril_indices(s_in)
+        L = 0.3 * rng.normal(size=(s, s_in, s_in)) / np.sqrt(s_in)
+        L[:, np.arange(s_in), np.arange(s_in)] = (1.0 + 0.2 * rng.normal(size=(s, s_in))) / np.sqrt(s_in)
+        width = L[:, rows, cols]
+    return np.concatenate([mu, width], axis=1)
+
+
+register_layer_reference("rbf", LayerReference(
+    row_length=lambda layer: layer["in_width"] + RBF_WIDTH_COUNT[layer["metric"]](layer["in_width"]),
+    propagate=_rbf,
+    draw=_rbf_weights,
+    single_source=True))
+
+
+def _quadratic(layer, W, u):
+    """``a_j = sum_{a <= b} w_{j,ab} z_a z_b``, ``z = [1, u]``."""
+    z = jnp.concatenate([jnp.ones((u.shape[0], 1)), u], axis=1)
+    rows, cols = np.triu_indices(z.shape[1])  # row-major upper triangle, a <= b
+    return (z[:, rows] * z[:, cols]) @ W.T
+
+
+register_layer_reference("quadratic", LayerReference(
+    row_length=lambda layer: (1 + layer["in_width"]) * (2 + layer["in_width"]) // 2,
+    propagate=_quadratic,
+    draw=lambda layer, shape, rng, scale: 0.6 * scale * rng.normal(size=shape)))
+
+
+def layer_reference(kind) -> LayerReference:
+    try:
+        return LAYER_TYPES[kind]
+    except KeyError:
+        raise ValueError(f"oracle: unknown layer type {kind!r}") from None
 
 
 # --------------------------------------------------------------------------- layout
@@ -85,21 +200,12 @@ def _layers(spec):
         layer.setdefault("sources", [k - 1])
         layer["sources"] = [int(s) for s in layer["sources"]]
         assert all(0 <= s < k for s in layer["sources"]), (k, layer["sources"])
-        in_width = sum(widths[s] for s in layer["sources"])
-        kind = layer["type"]
-        if kind == "dense":
-            layer.setdefault("bias", True)
-            d = int(bool(layer["bias"])) + in_width
-        elif kind == "rbf":
-            assert len(layer["sources"]) == 1
-            d = in_width + RBF_WIDTH_COUNT[layer["metric"]](in_width)
-        elif kind == "quadratic":
-            q = 1 + in_width
-            d = q * (q + 1) // 2
-        else:
-            raise ValueError(f"oracle: unknown layer type {kind!r}")
-        layer["in_width"] = in_width
-        layer["row_length"] = d
+        reference = layer_reference(layer["type"])
+        for key, value in reference.defaults.items():
+            layer.setdefault(key, value)
+        assert not reference.single_source or len(layer["sources"]) == 1, (k, layer["sources"])
+        layer["in_width"] = sum(widths[s] for s in layer["sources"])
+        layer["row_length"] = reference.row_length(layer)
         layers.append(layer)
         widths.append(int(layer["units"]))
     return layers
@@ -128,12 +234,11 @@ def _unflatten(spec, w):
 
 
 def penalty_mask(spec):
-    """``(t,)`` array, 1 where the l2 penalty applies, 0 on dense bias columns."""
+    """``(t,)`` array, 1 where the l2 penalty applies, 0 on unpenalised columns (dense biases)."""
     parts = []
     for layer, (s, d) in zip(_layers(spec), layer_shapes(spec)):
         mask = np.ones((s, d))
-        if layer["type"] == "dense" and layer["bias"]:
-            mask[:, 0] = 0.0
+        mask[:, layer_reference(layer["type"]).unpenalised(layer)] = 0.0
         parts.append(mask.ravel())
     return np.concatenate(parts)
 
@@ -160,31 +265,7 @@ def _penalty_value(spec, w):
 
 def _propagate(layer, W, u):
     """``a = P(u; W)`` for a batch: ``u`` is ``(n, in_width)``, ``W`` is ``(s, d)``."""
-    n = u.shape[0]
-    kind = layer["type"]
-    if kind == "dense":
-        z = jnp.concatenate([jnp.ones((n, 1)), u], axis=1) if layer["bias"] else u
-        return z @ W.T
-    if kind == "rbf":
-        s_in = layer["in_width"]
-        mu, width = W[:, :s_in], W[:, s_in:]
-        diff = u[:, None, :] - mu[None, :, :]  # (n, j, a)
-        metric = layer["metric"]
-        if metric == "isotropic":
-            return jnp.exp(width[:, 0])[None, :] * jnp.sum(diff**2, axis=2)
-        if metric == "diagonal":
-            return jnp.sum(jnp.exp(width)[None, :, :] * diff**2, axis=2)
-        if metric == "full":
-            rows, cols = np.tril_indices(s_in)  # row-major lower triangle
-            L = jnp.zeros((W.shape[0], s_in, s_in)).at[:, rows, cols].set(width)
-            proj = jnp.einsum("nja,jab->njb", diff, L)  # L' (x - mu)
-            return jnp.sum(proj**2, axis=2)
-        raise ValueError(f"oracle: unknown metric {metric!r}")
-    if kind == "quadratic":
-        z = jnp.concatenate([jnp.ones((n, 1)), u], axis=1)
-        rows, cols = np.triu_indices(z.shape[1])  # row-major upper triangle, a <= b
-        return (z[:, rows] * z[:, cols]) @ W.T
-    raise ValueError(f"oracle: unknown layer type {kind!r}")
+    return layer_reference(layer["type"]).propagate(layer, W, u)
 
 
 def _sources(layer, xs):

@@ -1,12 +1,24 @@
 """The worked examples of docs/extending.md: a user propagation, activation and loss
-get every derivative from the generic engine, checked by finite differences."""
+get every derivative from the generic engine, checked by finite differences and, for
+the propagation, against the independent JAX oracle through the whole stack (model
+methods, sharded ``evaluate``, ``fit``, parameter names and groups).
+
+Everything a new layer type needs is in this file: the propagation (one class, one
+``register_layer``), its JAX reference (one ``oracle.register_layer_reference``) and
+its test case (one ``make_case`` row)."""
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import dist_hess as dh
 from dist_hess.activations import ACTIVATIONS, Activation, register_activation
+from dist_hess.analysis import input_group, parameter_names
 from dist_hess.layers import LAYERS, Propagation, register_layer
 from dist_hess.losses import LOSSES, Loss, register_loss
+from dist_hess.taylor import series_exp, series_mul
+from tests import oracle
+from tests.cases import SQ, dense, layer, make_case, network
+from tests.checks import assert_close
 
 
 class ScaledDot(Propagation):
@@ -16,6 +28,12 @@ class ScaledDot(Propagation):
     @property
     def n_row_params(self):
         return self.n_inputs + 1
+
+    def column_labels(self, inputs):
+        return ["g"] + [f"v({x})" for x in inputs]
+
+    def input_columns(self, r):
+        return [1 + r]
 
     def value(self, W, u):
         return np.exp(W[:, 0]) * (u @ W[:, 1:].T)
@@ -45,6 +63,28 @@ class ScaledDot(Propagation):
         M[:, :, 1:, :] = (e[:, None, None] * np.eye(r))[None]
         return M
 
+    def taylor(self, W, V, u_series):
+        """exp(g + t dg) * ((v + t dv) . u(t)): (n, r, p+1) -> (n, s, p+1)."""
+        P = u_series.shape[-1]
+        g = np.zeros((self.units, P))
+        g[:, 0] = W[:, 0]
+        if P > 1:
+            g[:, 1] = V[:, 0]
+        dot = np.einsum("nrp,jr->njp", u_series, W[:, 1:])
+        dot[..., 1:] += np.einsum("nrp,jr->njp", u_series[..., :-1], V[:, 1:])
+        return series_mul(series_exp(g)[None], dot)
+
+
+SCALED_DOT_REFERENCE = oracle.LayerReference(
+    row_length=lambda spec: spec["in_width"] + 1,
+    propagate=lambda spec, W, u: jnp.exp(W[:, 0]) * (u @ W[:, 1:].T),
+    draw=lambda spec, shape, rng, scale: scale * rng.normal(size=shape))
+
+SCALED_DOT_CASE = make_case(
+    "scaled_dot_skip_l2",
+    network(3, [layer("scaled_dot", 3, "tanh"), dense(2, "identity", sources=[1, 0])], SQ, 0.1),
+    11, "matrix")
+
 
 class Cube(Activation):
     name = "cube"
@@ -73,10 +113,12 @@ class Poisson(Loss):
 @pytest.fixture(scope="module", autouse=True)
 def registered():
     register_layer(ScaledDot)
+    oracle.register_layer_reference("scaled_dot", SCALED_DOT_REFERENCE)
     register_activation(Cube())
     register_loss(Poisson())
     yield
     LAYERS.pop("scaled_dot")
+    oracle.LAYER_TYPES.pop("scaled_dot")
     ACTIVATIONS.pop("cube")
     LOSSES.pop("poisson")
 
@@ -115,3 +157,40 @@ def test_user_defined_pieces_get_exact_derivatives():
         for j in range(s):
             block = H[sl.start + j * d: sl.start + (j + 1) * d, sl.start + j * d: sl.start + (j + 1) * d]
             np.testing.assert_allclose(rows[k][j], block, rtol=1e-12, atol=1e-12 * np.abs(H).max())
+
+
+def test_a_registered_propagation_through_the_whole_stack():
+    """The one-file recipe of docs/extending.md, against the JAX oracle at 1e-10."""
+    case = SCALED_DOT_CASE
+    spec, w, X, Y = case.spec, case.w, case.X, case.Y
+    model = dh.Model.from_dict(spec)
+    ref = oracle.reference(spec, w, X, Y)
+    value, grad = model.value_and_gradient(w, X, Y)
+    assert_close(value, ref["value"], what="value")
+    assert_close(grad, ref["gradient"], what="gradient")
+    assert_close(model.multipliers(w, X, Y), ref["multipliers"], what="multipliers")
+    for kind in ("hessian", "gauss_newton", "lagrangian"):
+        for structure in ("row", "layer", "full"):
+            assert_close(model.curvature(w, X, Y, kind, structure),
+                         oracle.blocks(spec, ref[kind], structure), what=f"{kind}:{structure}")
+    v = case.random_direction()
+    for kind in ("hessian", "gauss_newton"):
+        assert_close(model.hvp(w, X, Y, v, kind), oracle.hvp(spec, w, X, Y, v, kind), what=kind)
+    assert_close(model.directional_derivatives(w, X, Y, v, 4),
+                 oracle.directional_derivatives(spec, w, X, Y, v, 4), 1e-9, what="directional")
+    # sharded (three uneven shards, in process): the same sums
+    ev = dh.evaluate(model, w, X, Y, curvature="hessian:full", hvp=[("gauss_newton", v)],
+                     multipliers=True, chunk_size=4)
+    assert_close(ev.curvature, ref["hessian"], what="evaluate hessian")
+    assert_close(ev.hvp[0], oracle.hvp(spec, w, X, Y, v, "gauss_newton"), what="evaluate hvp")
+    assert_close(ev.multipliers, ref["multipliers"], what="evaluate multipliers")
+    # training: the oracle's gradient vanishes at the fitted weights
+    result = dh.fit(model, X, Y, w0=w, method="newton", max_iter=100)
+    assert result.converged
+    assert np.linalg.norm(oracle.gradient(spec, result.w, X, Y)) <= 1e-5
+    # names and groups come from the propagation
+    names = parameter_names(model)
+    assert names[:4] == ["L1.0 g", "L1.0 v(x0)", "L1.0 v(x1)", "L1.0 v(x2)"]
+    group = input_group(model, 1)
+    assert [names[q] for q in group][:3] == ["L1.0 v(x1)", "L1.1 v(x1)", "L1.2 v(x1)"]
+    assert "L2.0 <- x1" in [names[q] for q in group]
