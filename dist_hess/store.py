@@ -39,6 +39,7 @@ import zarr
 import zarr.errors
 
 from .curvature import KINDS, STRUCTURES, check_curvature
+from .model import Model
 
 __all__ = ["FORMAT", "Store", "open_store", "write_store",
            "begin_store", "create_multipliers", "write_multipliers_block",
@@ -235,7 +236,6 @@ class Store:
 
     @property
     def model(self):
-        from .model import Model
         return Model.from_dict(self.group.attrs["model"])
 
     @property

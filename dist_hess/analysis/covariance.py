@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .groups import parameter_name
+
 __all__ = ["NonIdentifiableWarning", "NotAMinimumWarning", "Block", "Covariance",
            "pseudo_inverse", "block_indices", "hessian_blocks", "covariance", "RCOND",
            "LOADING_TOL"]
@@ -173,7 +175,6 @@ def _submatrix(blocks, index) -> np.ndarray:
 
 
 def _name(model, q) -> str:
-    from .groups import parameter_name
     return parameter_name(model, q)
 
 

@@ -18,6 +18,7 @@ out with a note on the page, never an error.
 """
 from __future__ import annotations
 
+import csv
 import html
 import json
 import math
@@ -26,7 +27,10 @@ import warnings
 
 import numpy as np
 
+from .pruning import path_to_csv
 from .source import resolve
+from .spectra import spectra as compute_spectra
+from .wald import stars, wald_table
 
 __all__ = ["write_report"]
 
@@ -270,9 +274,6 @@ def write_report(source, directory, *, data=None, covariance: str = "hessian",
     :class:`~.pruning.PruningPath` or its ``to_dict()`` (default: the store's);
     ``plots=False`` writes the tables only.
     """
-    from .spectra import spectra as compute_spectra
-    from .wald import stars, wald_table
-
     os.makedirs(directory, exist_ok=True)
     fitted = resolve(source, data=data)
     plt = _matplotlib() if plots else None
@@ -312,7 +313,6 @@ def write_report(source, directory, *, data=None, covariance: str = "hessian",
     elif fitted.store is not None and "pruning_path" in fitted.store.attrs:
         path_dict = fitted.store.attrs["pruning_path"]
     if path_dict is not None:
-        from .pruning import path_to_csv
         path_to_csv(path_dict, os.path.join(directory, "pruning.csv"))
         with open(os.path.join(directory, "pruning.json"), "w") as f:
             json.dump(path_dict, f, indent=1)
@@ -343,7 +343,6 @@ def write_report(source, directory, *, data=None, covariance: str = "hessian",
 
 
 def _write_csv(path, rows):
-    import csv
     if not rows:
         open(path, "w").close()
         return

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..model import Model
 from .masking import MaskedModel
+from .per_example import gradient_outer_sums
 
 __all__ = ["Fitted", "resolve", "cut_structure", "loss_sum"]
 
@@ -180,7 +181,6 @@ class Fitted:
 
     def meat(self, blocks):
         """``sum_i g_i[b] g_i[b]'`` for each index array ``b`` (no penalty in ``g_i``)."""
-        from .per_example import gradient_outer_sums
         if self.X is None:
             raise LookupError(
                 f"the sandwich needs per-example gradients: pass data=X (with the stored "
