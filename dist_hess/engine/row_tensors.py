@@ -165,18 +165,18 @@ def _contract_dense(c, Z, p):
     return (CM.T @ Z).reshape(R, -1)
 
 
-def _contract_packed(c, Z, p, chunk):
+def _contract_packed(c, Z, p, group):
     """``sum_n c[n, r] prod_q Z[n, a_q]`` over ``a_1 <= ... <= a_p`` (packed order): ``(R, K)``.
 
     The packed tuples are grouped by their prefix ``a_1..a_{p-1}`` (lexicographic),
-    each followed by ``a_p = a_{p-1} .. d-1``: one matrix product per chunk of prefixes.
+    each followed by ``a_p = a_{p-1} .. d-1``: one matrix product per ``group`` prefixes.
     """
     n, R = c.shape
     d = Z.shape[1]
     prefixes = packed_indices(d, p - 1)
     parts = []
-    for start in range(0, len(prefixes), chunk):
-        sub = prefixes[start:start + chunk]
+    for start in range(0, len(prefixes), group):
+        sub = prefixes[start:start + group]
         prod = np.ones((n, len(sub)))
         for q in range(p - 1):
             prod *= Z[:, sub[:, q]]
@@ -226,9 +226,9 @@ def row_tensor(model, w, X, Y, layer, row=None, order=2, *, packed=False, part="
     size = idx.shape[0] if packed else d ** p
     per_example = 4 * (p + 1) * R * sum(model.sizes) + 2 * d
     if packed:
-        chunk = max(1, budget // (8 * (2 * R + 1) * max(X.shape[0], 1)))
+        group = max(1, budget // (8 * (2 * R + 1) * max(X.shape[0], 1)))
     else:
-        chunk, per_example = None, per_example + (R + 1) * d ** (p - 1)
+        group, per_example = None, per_example + (R + 1) * d ** (p - 1)
     total = np.zeros((R, size))
     for sl in _blocks(X.shape[0], per_example, budget):
         cache = forward(model, Ws, X[sl], order=0)
@@ -239,7 +239,7 @@ def row_tensor(model, w, X, Y, layer, row=None, order=2, *, packed=False, part="
             hp = model.layers[layer - 1].activation.derivatives(cache.a[layer - 1][:, rows], p)[p]
             c = hp * dEdx
         Z = prop.features(gather_sources(model, layer, cache.x))
-        total += _contract_packed(c, Z, p, chunk) if packed else _contract_dense(c, Z, p)
+        total += _contract_packed(c, Z, p, group) if packed else _contract_dense(c, Z, p)
     if penalty and model.penalty is not None and p <= 2:
         mask = prop.penalty_mask().astype(float)
         lam = model.penalty.lam
