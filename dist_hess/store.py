@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -42,6 +43,7 @@ from .curvature import KINDS, STRUCTURES, check_curvature
 from .model import Model
 
 __all__ = ["FORMAT", "Store", "open_store", "write_store",
+           "check_writable", "check_directory_writable", "update_attrs",
            "begin_store", "create_multipliers", "write_multipliers_block",
            "write_results", "mark_complete", "curvature_path", "multipliers_path"]
 
@@ -109,6 +111,43 @@ def _refuse_foreign(location: str) -> None:
                          f"dist_hess store (format={existing.attrs.get('format')!r})")
 
 
+def check_writable(path) -> str:
+    """Refuse, before any work is done, a location no store can be written to; return it.
+
+    ``ValueError`` naming the path for: anything there that is not a dist_hess store or
+    an empty directory (the refusal `begin_store` applies), a parent that is a file, a
+    parent directory -- or the existing store directory -- in which this process cannot
+    create a file (`check_directory_writable`). Missing parent directories are fine, the write creates them. URLs
+    (``s3://...``) get the first check only. ``dist-hess fit`` calls it before training,
+    so a bad ``--out`` fails in a second.
+    """
+    location = _store_location(path)
+    _refuse_foreign(location)
+    if "://" in location:
+        return location
+    parent = os.path.dirname(os.path.abspath(location))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"cannot write a store at {location!r}: {parent!r} is a file, "
+                         f"not a directory")
+    for directory in [parent] + ([location] if os.path.isdir(location) else []):
+        check_directory_writable(directory, f"a store at {location!r}")
+    return location
+
+
+def check_directory_writable(directory: str, target: str) -> None:
+    """``ValueError`` ("cannot write TARGET: cannot create files in DIRECTORY") unless a
+    file can be created in ``directory``: tried for real, with an anonymous temporary
+    file (as root, ``os.access`` says yes to read-only file systems)."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write {target}: cannot create files in {directory!r} "
+                         f"({err.strerror or err})") from None
+
+
 def begin_store(path, model, weights, *, n_examples: int,
                 attrs: Mapping[str, Any] | None = None) -> zarr.Group:
     """Create (or replace) a store with ``complete=false`` and the weights in it.
@@ -116,8 +155,7 @@ def begin_store(path, model, weights, *, n_examples: int,
     An existing dist_hess store at ``path`` is replaced; anything else there is
     refused, so a mistyped path cannot erase unrelated data.
     """
-    location = _store_location(path)
-    _refuse_foreign(location)
+    location = check_writable(path)
     group = zarr.open_group(location, mode="w")
     meta = dict(_json_attr(dict(attrs or {})))
     meta.update(format=FORMAT, model=_model_dict(model), n_examples=int(n_examples),
@@ -214,6 +252,30 @@ def write_store(path, model, weights, *, n_examples: int, value: float | None = 
     write_results(group, value=value, gradient=gradient, curvature=curvature)
     mark_complete(group)
     return _store_location(path)
+
+
+_CONTRACT_ATTRS = ("format", "model", "n_examples", "complete")
+
+
+def update_attrs(path, attrs: Mapping[str, Any]) -> str:
+    """Add or replace JSON attributes of a complete store in place; returns its location.
+
+    The one in-place update of a finished store's attributes (``dist-hess prune`` writes
+    ``pruning_path`` with it). The store is validated by `open_store` first; the
+    contract's keys (``format``, ``model``, ``n_examples``, ``complete``) are refused.
+    Atomic on a local file system: the attributes live in the group's ``zarr.json``,
+    which zarr's local store replaces by writing a temporary file and renaming it, so a
+    reader sees the old or the new attributes, never a mix (object stores replace an
+    object whole). When stores gain a writer lock and attribute checksums (issue 13),
+    this function takes the lock and writes the new checksums in the same document.
+    """
+    store = open_store(path)
+    reserved = sorted(set(attrs) & set(_CONTRACT_ATTRS))
+    if reserved:
+        raise ValueError(f"update_attrs cannot change the contract attributes {reserved}")
+    group = zarr.open_group(store.path, mode="r+")
+    group.attrs.update(_json_attr(dict(attrs)))
+    return store.path
 
 
 # ---------------------------------------------------------------- reading

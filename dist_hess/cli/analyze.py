@@ -17,7 +17,8 @@ from ..analysis.spectra import spectra
 from ..analysis.wald import wald_table
 from ..curvature import HVP_KINDS
 from ..store import open_store
-from .options import add_cluster_options, add_target_option, client_from_args, load_examples
+from .options import (add_cluster_options, add_target_option, client_from_args, dashboard_link,
+                      load_examples)
 
 __all__ = ["add_command", "run_analyze"]
 
@@ -91,7 +92,8 @@ def _data(args):
     X, Y = load_examples(args, model)
     client = client_from_args(args, work=X.shape[0] * model.n_params)
     if client is not None:
-        print(f"Dask scheduler: {client.scheduler.address}", file=sys.stderr, flush=True)
+        print(f"Dask scheduler: {client.scheduler.address}; dashboard: {dashboard_link(client)}",
+              file=sys.stderr, flush=True)
     return (X, Y), client
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..distributed import evaluate
 from ..model import Model
 from .options import (add_cluster_options, add_target_option, client_from_args, curvature_arg,
-                      int_at_least, load_examples)
+                      dashboard_link, int_at_least, load_examples)
 
 __all__ = ["add_command", "run_derivatives"]
 
@@ -109,7 +109,7 @@ def run_derivatives(args) -> int:
         say("running in-process (small problem; use --workers N for a local cluster)")
     else:
         say(f"Dask scheduler: {client.scheduler.address}")
-        say(f"dashboard: {client.dashboard_link}")
+        say(f"dashboard: {dashboard_link(client)}")
     result = evaluate(model, w, X, Y, curvature=args.curvature or None,
                       multipliers=args.multipliers, store=args.out, client=client,
                       split_every=args.split_every, chunk_size=args.chunk_size,

@@ -22,11 +22,11 @@ from ..curvature import STRUCTURES
 from ..datasets import PREFIX, SKLEARN_DATASETS
 from ..distributed import evaluate
 from ..model import Model
-from ..store import write_store
+from ..store import check_writable, write_store
 from ..train import STRATEGIES, fit
 from ..train.report import score
 from .options import (add_cluster_options, add_target_option, client_from_args, curvature_arg,
-                      float_at_least, int_at_least, load_examples)
+                      dashboard_link, float_at_least, int_at_least, load_examples)
 
 __all__ = ["add_command", "run_fit"]
 
@@ -73,7 +73,9 @@ def add_command(subparsers) -> None:
                    help="the examples: sklearn:NAME, a .npz file, a .csv file or a zarr group "
                         "(see below), e.g. sklearn:diabetes")
     p.add_argument("--out", required=True, metavar="RUN.zarr",
-                   help="where to write the zarr store (an existing dist_hess store is replaced)")
+                   help="where to write the zarr store (an existing dist_hess store is replaced; "
+                        "anything else there, or a parent that cannot be written, is refused "
+                        "before training starts)")
     p.add_argument("--method", choices=METHODS, default="block-newton",
                    help="newton: exact Hessian, exact trust-region steps (t up to a few "
                         "thousand); newton-cg: Steihaug-CG on exact Hessian-vector products; "
@@ -140,6 +142,7 @@ def run_fit(args) -> int:
     stopped by a limit, the store written; errors raise)."""
     out = sys.stdout
     say = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
+    check_writable(args.out)              # a bad --out fails now, not after the training
     model = Model.from_json(args.model)
     X, Y = load_examples(args, model)
     n = int(np.shape(X)[0])
@@ -152,6 +155,8 @@ def run_fit(args) -> int:
         X, Y = np.asarray(X), np.asarray(Y)
     where = "in-process" if client is None else f"Dask scheduler {client.scheduler.address}"
     say(f"{args.data}: {n} examples; model {model!r}; method {args.method}; {where}")
+    if client is not None:
+        say(f"dashboard: {dashboard_link(client)}")
     if args.checkpoint:
         say(f"checkpoint: {args.checkpoint} (rerun the same command to resume)")
 

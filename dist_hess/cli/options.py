@@ -7,19 +7,25 @@ module (`dist_hess.cli.fit`, ...) builds on it.
 - `add_cluster_options(parser)`: ``--scheduler ADDR | --workers N``, ``--timeout`` and
   the TLS files, one set for every subcommand that computes; `client_from_args(args,
   work)` turns them into a client through `dist_hess.distributed.cluster.resolve_client`;
+  `dashboard_link(client)` is the address of its dashboard for the status lines;
 - `add_target_option(parser)` and `load_examples(args, model)`: ``DATA`` and
-  ``--target`` read by `dist_hess.datasets.load_data`, class labels made integers.
+  ``--target`` read by `dist_hess.datasets.load_data`, class labels made integers;
+- `check_output_file(path, suffixes)`: refuse an output file that could not be written,
+  before the work (stores: `dist_hess.store.check_writable`).
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..curvature import KINDS, STRUCTURES
 from ..datasets import integer_labels, load_data
 from ..distributed.cluster import DEFAULT_CONNECT_TIMEOUT, resolve_client, tls_security
+from ..store import check_directory_writable
 
 __all__ = ["int_at_least", "float_at_least", "curvature_arg", "add_cluster_options",
-           "client_from_args", "add_target_option", "targets", "load_examples"]
+           "client_from_args", "dashboard_link", "add_target_option", "targets",
+           "load_examples", "check_output_file"]
 
 
 # ---------------------------------------------------------------- argparse types
@@ -91,6 +97,16 @@ def client_from_args(args, work: int):
                           connect_timeout=args.timeout)
 
 
+def dashboard_link(client) -> str:
+    """The URL of the Dask dashboard of ``client``'s scheduler, or a phrase saying it
+    serves none (a scheduler started with ``--no-dashboard``)."""
+    try:
+        link = client.dashboard_link
+    except KeyError:                      # a remote scheduler without the dashboard service
+        link = None
+    return link or "none (the scheduler serves no dashboard)"
+
+
 # ---------------------------------------------------------------- the data
 
 def add_target_option(parser: argparse.ArgumentParser) -> None:
@@ -106,8 +122,25 @@ def targets(args) -> list[str]:
     return [t.strip() for item in (args.target or []) for t in item.split(",") if t.strip()]
 
 
-def load_examples(args, model):
-    """``(X, Y)`` from ``args.data`` and ``--target``, with integer class labels for a
-    softmax model (`dist_hess.datasets`)."""
-    X, Y = load_data(args.data, targets(args))
+def load_examples(args, model, data: str | None = None):
+    """``(X, Y)`` from ``data`` (default ``args.data``) and ``--target``, with integer
+    class labels for a softmax model (`dist_hess.datasets`)."""
+    X, Y = load_data(args.data if data is None else data, targets(args))
     return X, integer_labels(model, Y)
+
+
+def check_output_file(path: str, suffixes: tuple[str, ...]) -> str:
+    """The suffix of ``path`` (one of ``suffixes``), after refusing with ``ValueError`` a
+    path whose directory is missing or cannot take a new file
+    (`dist_hess.store.check_directory_writable`), or that names a directory; an existing
+    file is replaced."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in suffixes:
+        raise ValueError(f"{path}: the output must end in {' or '.join(suffixes)}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(parent):
+        raise ValueError(f"cannot write {path}: "
+                         + ("it is a directory" if os.path.isdir(path)
+                            else f"no directory {parent}"))
+    check_directory_writable(parent, path)
+    return suffix
