@@ -14,6 +14,9 @@ Used by the ``dist-hess`` command line (every ``DATA`` argument) and by Python c
 - a zarr group directory with arrays ``X`` and ``Y`` (returned as zarr arrays, read
   lazily, chunk by chunk, by whoever computes on them).
 
+`load_inputs` reads the inputs ``X`` alone (for predictions: no target needed; also
+``.npy``).
+
 The bundled sets come with ``X`` standardised column by column (mean 0, population
 standard deviation 1; constant columns, e.g. the blank border pixels of ``digits``,
 become 0):
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["PREFIX", "SKLEARN_DATASETS", "DatasetInfo", "is_sklearn_name", "load_sklearn",
-           "load_data", "integer_labels"]
+           "load_data", "load_inputs", "integer_labels"]
 
 PREFIX = "sklearn:"
 
@@ -107,9 +110,8 @@ def load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
     return X, Y
 
 
-def _load_csv(path: str, target: list[str] | None):
-    if not target:
-        raise ValueError(f"{path}: a CSV file needs --target naming the target column(s)")
+def _read_csv(path: str, target: list[str]):
+    """``(header, table)``: the CSV's column names and its values, ``(n, columns)``."""
     with open(path, newline="") as f:
         header = [name.strip() for name in next(csv.reader(f))]
     missing = [t for t in target if t not in header]
@@ -123,13 +125,28 @@ def _load_csv(path: str, target: list[str] | None):
     if table.shape[1] != len(header):
         raise ValueError(f"{path}: the header has {len(header)} columns, the rows "
                          f"{table.shape[1]}")
+    return header, table
+
+
+def _load_csv(path: str, target: list[str] | None):
+    if not target:
+        raise ValueError(f"{path}: a CSV file needs --target naming the target column(s)")
+    header, table = _read_csv(path, target)
     y_cols = [header.index(t) for t in target]
     x_cols = [i for i in range(len(header)) if i not in y_cols]
     Y = table[:, y_cols]
     return table[:, x_cols], (Y[:, 0] if Y.shape[1] == 1 else Y)
 
 
-def _load_zarr(path: str):
+def _load_npz(path: str, names: tuple[str, ...]) -> tuple:
+    with np.load(path) as data:
+        if any(name not in data.files for name in names):
+            raise ValueError(f"{path}: needs arrays {' and '.join(names)}, found "
+                             f"{sorted(data.files)}")
+        return tuple(data[name] for name in names)
+
+
+def _load_zarr(path: str, names: tuple[str, ...]) -> tuple:
     # Imported on use: zarr is needed only for zarr data, and an in-process fit on
     # in-memory data must not import it.
     import zarr
@@ -138,10 +155,11 @@ def _load_zarr(path: str):
         group = zarr.open_group(path, mode="r")
     except Exception as err:  # noqa: BLE001 -- report any unreadable directory the same way
         raise ValueError(f"{path}: not a zarr group ({err})") from None
-    missing = [name for name in ("X", "Y") if name not in group]
+    missing = [name for name in names if name not in group]
     if missing:
-        raise ValueError(f"{path}: the zarr group needs arrays X and Y (missing {missing})")
-    return group["X"], group["Y"]
+        raise ValueError(f"{path}: the zarr group needs arrays {' and '.join(names)} "
+                         f"(missing {missing})")
+    return tuple(group[name] for name in names)
 
 
 def load_data(path: str, target: list[str] | None = None):
@@ -151,17 +169,34 @@ def load_data(path: str, target: list[str] | None = None):
     if is_sklearn_name(path):
         return load_sklearn(path)
     if path.endswith(".npz"):
-        with np.load(path) as data:
-            missing = {"X", "Y"} - set(data.files)
-            if missing:
-                raise ValueError(f"{path}: needs arrays X and Y, found {sorted(data.files)}")
-            return data["X"], data["Y"]
+        return _load_npz(path, ("X", "Y"))
     if path.endswith(".csv"):
         return _load_csv(path, target)
     if os.path.isdir(path):
-        return _load_zarr(path)
+        return _load_zarr(path, ("X", "Y"))
     raise ValueError(f"{path}: unknown data format; expected sklearn:NAME, a .npz file, "
                      f"a .csv file or a zarr group directory")
+
+
+def load_inputs(path: str, drop: list[str] | None = None) -> np.ndarray:
+    """The inputs ``X`` alone, for predictions: from ``sklearn:NAME`` (its ``X``), a
+    ``.npy`` file (the array), a ``.npz`` file (array ``X``; ``Y`` may be absent), a
+    ``.csv`` file (every column but the ``drop`` columns, e.g. a target kept in the
+    file) or a zarr group (array ``X``, read whole)."""
+    drop = list(drop or [])
+    if is_sklearn_name(path):
+        return load_sklearn(path)[0]
+    if path.endswith(".npy"):
+        return np.load(path)
+    if path.endswith(".npz"):
+        return _load_npz(path, ("X",))[0]
+    if path.endswith(".csv"):
+        header, table = _read_csv(path, drop)
+        return table[:, [i for i, name in enumerate(header) if name not in drop]]
+    if os.path.isdir(path):
+        return _load_zarr(path, ("X",))[0][...]
+    raise ValueError(f"{path}: unknown data format; expected sklearn:NAME, a .npy, .npz or "
+                     f".csv file or a zarr group directory")
 
 
 def integer_labels(model, Y):

@@ -45,6 +45,97 @@ def linear_store(tmp_path):
     return tmp_path, model, w, X, y
 
 
+# ---------------------------------------------------------------- predict
+
+def test_predict_intervals_are_the_ols_prediction_intervals(linear_store, capsys):
+    tmp, model, w, X, y = linear_store
+    X_new = np.random.default_rng(1).normal(size=(7, 3))
+    header = "a,b,c,target"                               # a target column kept in the file
+    np.savetxt(tmp / "new.csv", np.c_[X_new, np.zeros(7)], delimiter=",", header=header,
+               comments="", fmt="%.17g")
+    assert main(["predict", str(tmp / "run.zarr"), str(tmp / "new.csv"), "--target", "target",
+                 "--interval", "0.9", "--train-data", str(tmp / "train.npz"),
+                 "--out", str(tmp / "pred.csv")]) == 0
+    assert "gauss_newton:full" in capsys.readouterr().out
+    got = np.genfromtxt(tmp / "pred.csv", delimiter=",", names=True)
+    assert got.dtype.names == ("y", "y_lower", "y_upper", "y_se")
+    Z, Zn = np.c_[np.ones(80), X], np.c_[np.ones(7), X_new]
+    s2 = np.sum((y - Z @ w) ** 2) / (80 - 4)
+    var_mean = s2 * np.einsum("na,ab,nb->n", Zn, np.linalg.inv(Z.T @ Z), Zn)
+    half = special.ndtri(0.95) * np.sqrt(var_mean + s2)
+    np.testing.assert_allclose(got["y"], Zn @ w, rtol=1e-12)
+    np.testing.assert_allclose(got["y_se"], np.sqrt(var_mean), rtol=1e-8)
+    np.testing.assert_allclose(got["y_lower"], Zn @ w - half, rtol=1e-8)
+    np.testing.assert_allclose(got["y_upper"], Zn @ w + half, rtol=1e-8)
+
+    # a store holding the full Hessian needs no data: Sigma from it (for OLS, H = G = Z'Z)
+    dh.evaluate(model, w, X, y, curvature="hessian", structure="full", store=str(tmp / "h.zarr"))
+    assert main(["predict", str(tmp / "h.zarr"), str(tmp / "new.csv"), "--target", "target",
+                 "--interval", "0.9", "--out", str(tmp / "h.csv")]) == 0
+    assert "from hessian:full" in capsys.readouterr().out
+    np.testing.assert_allclose(np.loadtxt(tmp / "h.csv", delimiter=",", skiprows=1),
+                               np.loadtxt(tmp / "pred.csv", delimiter=",", skiprows=1), rtol=1e-9)
+
+
+def test_predict_without_the_curvature_says_what_to_give(linear_store, capsys):
+    tmp, *_ = linear_store
+    argv = ["predict", str(tmp / "run.zarr"), str(tmp / "train.npz"), "--out", str(tmp / "p.npy")]
+    assert main(argv + ["--interval", "0.95"]) == 1
+    err = capsys.readouterr().err
+    assert "no gauss_newton:full curvature (it has hessian:row)" in err and "--train-data" in err
+    assert not (tmp / "p.npy").exists()
+    assert main(argv + ["--interval", "0.95", "--kind", "hessian", "--structure", "row"]) == 0
+    assert "(block-diagonal: an approximation" in capsys.readouterr().out
+    assert np.load(tmp / "p.npy").shape == (80, 4)
+
+
+def test_predict_classifier_mean_raw_and_label(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(60, 2))
+    y = np.argmax(X @ [[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]] + rng.normal(size=(60, 3)), axis=1)
+    model = dh.Model.from_dict(SOFTMAX)
+    w = dh.fit(model, X, y, method="newton").w
+    dh.evaluate(model, w, X, y, store=str(tmp_path / "c.zarr"))
+    np.save(tmp_path / "X.npy", X)
+    store, data = str(tmp_path / "c.zarr"), str(tmp_path / "X.npy")
+    for output, want, columns in (("mean", model.predict(w, X), ["p_0", "p_1", "p_2"]),
+                                  ("raw", model.predict(w, X, output="raw"),
+                                   ["raw_0", "raw_1", "raw_2"]),
+                                  ("label", np.argmax(model.predict(w, X), axis=1)[:, None],
+                                   ["label"])):
+        out = str(tmp_path / f"{output}.csv")
+        assert main(["predict", store, data, "--output", output, "--out", out]) == 0
+        with open(out) as f:
+            assert f.readline().strip().split(",") == columns
+        np.testing.assert_allclose(np.loadtxt(out, delimiter=",", skiprows=1, ndmin=2), want,
+                                   rtol=1e-15, atol=1e-16)
+    capsys.readouterr()
+    assert main(["predict", store, data, "--interval", "0.9", "--out", out]) == 1
+    assert "--interval is for regression" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--out", "p.txt"], "must end in .npy or .csv"),
+    (["--out", "missing/p.csv"], "no directory"),
+    (["--out", "p.csv", "--output", "label"], "--output label is for classifiers"),
+])
+def test_predict_refuses_bad_requests_in_one_line(linear_store, monkeypatch, capsys, args,
+                                                  fragment):
+    tmp, *_ = linear_store
+    monkeypatch.chdir(tmp)
+    assert main(["predict", "run.zarr", "train.npz", *args]) == 1
+    assert fragment in capsys.readouterr().err
+
+
+def test_predict_names_a_csv_with_extra_columns(linear_store, capsys):
+    tmp, _, _, X, y = linear_store
+    np.savetxt(tmp / "d.csv", np.c_[X, y], delimiter=",", header="a,b,c,y", comments="")
+    assert main(["predict", str(tmp / "run.zarr"), str(tmp / "d.csv"),
+                 "--out", str(tmp / "p.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "the model reads 3 columns" in err and "--target" in err
+
+
 # ---------------------------------------------------------------- store checks
 
 def test_check_writable_refuses_what_a_store_write_would_and_update_attrs_keeps_the_rest(

@@ -16,12 +16,12 @@ import argparse
 import sys
 
 from ..runtime import tune_allocator
-from . import analyze, derivatives, fit
+from . import analyze, derivatives, fit, predict
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: The subcommand modules, in ``--help`` order.
-COMMANDS = [fit, derivatives, analyze]
+COMMANDS = [fit, derivatives, analyze, predict]
 
 
 def build_parser() -> argparse.ArgumentParser:
