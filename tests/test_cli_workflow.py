@@ -136,6 +136,40 @@ def test_predict_names_a_csv_with_extra_columns(linear_store, capsys):
     assert "the model reads 3 columns" in err and "--target" in err
 
 
+# ---------------------------------------------------------------- prune
+
+def test_prune_writes_the_path_into_the_store_and_the_chosen_model(linear_store, capsys):
+    tmp, model, w, X, y = linear_store
+    before = dh.open_store(tmp / "run.zarr")
+    weights, attrs = before.weights, before.attrs
+    assert main(["prune", str(tmp / "run.zarr"), str(tmp / "train.npz"),
+                 "--out", str(tmp / "pruned.zarr")]) == 0
+    printed = capsys.readouterr().out
+    assert "L1.0 <- x2" in printed and "wrote the pruning path into" in printed
+
+    store = dh.open_store(tmp / "run.zarr")
+    reference = prune(model, X, y, w).to_dict()
+    assert store.attrs["pruning_path"] == json.loads(json.dumps(reference))
+    assert [s["removed"] for s in reference["steps"]] == [[], [3]]     # x2's weight only
+    np.testing.assert_array_equal(store.weights, weights)              # the fit is untouched
+    assert {k: v for k, v in store.attrs.items() if k != "pruning_path"} == attrs
+    pruned = dh.open_store(tmp / "pruned.zarr")
+    assert pruned.weights[3] == 0.0 and pruned.attrs["pruning_path"] == store.attrs["pruning_path"]
+    np.testing.assert_allclose(pruned.weights[:3], np.linalg.lstsq(
+        np.c_[np.ones(80), X[:, :2]], y, rcond=None)[0], rtol=1e-9)
+
+
+def test_prune_refuses_other_data_and_a_validation_criterion_without_data(linear_store, capsys):
+    tmp, _, _, X, y = linear_store
+    np.savez(tmp / "short.npz", X=X[:50], Y=y[:50])
+    assert main(["prune", str(tmp / "run.zarr"), str(tmp / "short.npz")]) == 1
+    assert "DATA has 50 examples" in capsys.readouterr().err
+    assert main(["prune", str(tmp / "run.zarr"), str(tmp / "train.npz"),
+                 "--criterion", "validation"]) == 1
+    assert "needs --validation" in capsys.readouterr().err
+    assert "pruning_path" not in dh.open_store(tmp / "run.zarr").attrs
+
+
 # ---------------------------------------------------------------- store checks
 
 def test_check_writable_refuses_what_a_store_write_would_and_update_attrs_keeps_the_rest(

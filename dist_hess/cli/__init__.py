@@ -16,12 +16,12 @@ import argparse
 import sys
 
 from ..runtime import tune_allocator
-from . import analyze, derivatives, fit, predict
+from . import analyze, derivatives, fit, predict, prune
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: The subcommand modules, in ``--help`` order.
-COMMANDS = [fit, derivatives, analyze, predict]
+COMMANDS = [fit, derivatives, analyze, prune, predict]
 
 
 def build_parser() -> argparse.ArgumentParser:
