@@ -93,3 +93,36 @@ def test_pruned_store_round_trips_and_the_command_reports_its_path(tmp_path, fit
     html = open(tmp_path / "report" / "index.html").read()
     assert "Pruning path" in html and "0 (pruned)" in html and "<img" not in html
     assert os.path.exists(tmp_path / "report" / "pruning.csv")
+
+
+def test_report_shows_the_fit_history_and_laplace_intervals(tmp_path, fitted):
+    """A store with ``attrs["fit"]`` (as ``dist-hess fit`` writes it): the history section
+    and its CSV; with the data, the Laplace section against `laplace_predict`."""
+    from dist_hess.analysis import laplace_predict
+    from dist_hess.store import write_store
+    model, w, X, y = fitted
+    result = dh.fit(model, X, y, method="newton", w0=model.init(seed=0), max_iter=100)
+    fit = {"method": result.method, "status": str(result.status), "message": result.message,
+           "n_iter": result.n_iter, "history": [r.to_dict() for r in result.history]}
+    path = str(tmp_path / "run.zarr")
+    write_store(path, model, result.w, n_examples=len(y), value=result.value,
+                gradient=model.gradient(result.w, X, y), attrs={"fit": fit})
+    index = write_report(path, str(tmp_path / "rep"), data=(X, y), plots=False)
+    page = open(index).read()
+    assert "<h2>Fit history</h2>" in page and "<h2>Laplace predictive intervals</h2>" in page
+    assert "gauss_newton:full" in page
+    with open(tmp_path / "rep" / "fit_history.csv") as f:
+        rows = f.read().splitlines()
+    assert rows[0].startswith("iteration,value,gradient_norm") and len(rows) == result.n_iter + 1
+    lap = open(tmp_path / "rep" / "laplace.csv").read().splitlines()
+    pred = laplace_predict((model, result.w, X, y), X)
+    lower, upper = pred.interval(0.95)
+    values = dict(zip(lap[0].split(","), map(float, lap[1].split(","))))
+    assert values["rows"] == len(y)
+    assert values["median_se"] == pytest.approx(np.median(pred.standard_error), rel=1e-10)
+    assert values["coverage"] == pytest.approx(np.mean((y >= lower[:, 0]) & (y <= upper[:, 0])))
+
+    bare = write_report(path, str(tmp_path / "bare"), plots=False)     # no data: a note
+    page = open(bare).read()
+    assert "<h2>Laplace predictive intervals</h2>" not in page
+    assert "Laplace predictive intervals need the training inputs" in page

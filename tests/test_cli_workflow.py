@@ -227,6 +227,46 @@ def test_fit_refuses_an_unwritable_out_before_any_iteration(tmp_path):
 
 
 @pytest.mark.slow
+def test_fit_prune_predict_report_as_a_newcomer_runs_them(tmp_path):
+    """The README's workflow on a small tanh network, every step a real command."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(90, 3))
+    y = np.tanh(X[:, 0] - X[:, 1]) + 0.3 * rng.normal(size=90)
+    np.savez(tmp_path / "d.npz", X=X, Y=y)
+    (tmp_path / "m.json").write_text(json.dumps({
+        "inputs": 3, "loss": "squared", "penalty": {"type": "l2", "lambda": 0.01},
+        "layers": [{"type": "dense", "units": 2, "activation": "tanh"},
+                   {"type": "dense", "units": 1, "activation": "identity"}]}))
+    fit = _run(["fit", "m.json", "d.npz", "--method", "newton", "--workers", "2",
+                "--out", "run.zarr"], tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    assert "dashboard: http://" in fit.stdout and "|grad|" in fit.stdout
+
+    pruned = _run(["prune", "run.zarr", "d.npz", "--max-steps", "2", "--out", "pruned.zarr"],
+                  tmp_path)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "pruning path (criterion wald" in pruned.stdout
+    assert "pruning_path" in dh.open_store(tmp_path / "run.zarr").attrs
+
+    pred = _run(["predict", "pruned.zarr", "d.npz", "--interval", "0.95", "--out", "p.csv"],
+                tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    got = np.genfromtxt(tmp_path / "p.csv", delimiter=",", names=True)
+    chosen = dh.open_store(tmp_path / "pruned.zarr")
+    np.testing.assert_allclose(got["y"], chosen.model.predict(chosen.weights, X)[:, 0],
+                               rtol=1e-12)
+    assert np.all(got["y_lower"] < got["y"]) and np.all(got["y"] < got["y_upper"])
+
+    report = _run(["analyze", "run.zarr", "--data", "d.npz", "--report", "rep"], tmp_path)
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "rep" / "index.html").read_text()
+    for section in ("Fit history", "Laplace predictive intervals", "Pruning path"):
+        assert f"<h2>{section}</h2>" in page
+    for image in ("fit_history.png", "laplace.png", "pruning.png"):
+        assert f"src='{image}'" in page and (tmp_path / "rep" / image).exists()
+
+
+@pytest.mark.slow
 def test_the_dask_dashboard_serves_its_status_page():
     """bokeh (a dependency) in the version distributed wants: the page is the dashboard,
     not 'Dask needs bokeh>=...'."""

@@ -3,13 +3,24 @@
 :func:`write_report` reads a store (and, optionally, the data) and writes into
 ``DIR``:
 
-* ``index.html``: the model and fit summary, the Wald table (significance stars,
-  non-identifiable parameters flagged), the spectra summary, and the plots;
+* ``index.html``: the model and fit summary, the fit history (a store written by
+  ``dist-hess fit``), the Wald table (significance stars, non-identifiable
+  parameters flagged), the spectra summary, Laplace predictive intervals
+  (regression, with the data), the pruning path, and the plots;
 * PNG plots (matplotlib, the ``report`` extra; without it the page has the
-  tables only): eigenvalues of every row and layer block per layer, the full
-  spectrum, heat maps of the curvature blocks, Wald z-values, the pruning path;
+  tables only): loss and gradient norm against iteration (log scale),
+  eigenvalues of every row and layer block per layer, the full spectrum, heat
+  maps of the curvature blocks, Wald z-values, the predictive intervals against
+  the observed targets, the pruning path;
 * ``wald.csv``, ``wald.json``, ``spectra.json``, ``spectra.csv``, ``summary.json``
-  and, when there is one, ``pruning.csv``, ``pruning.json``.
+  and, when there is one, ``fit_history.csv``, ``laplace.csv``, ``pruning.csv``,
+  ``pruning.json``.
+
+The fit history is the store's ``attrs["fit"]["history"]`` (one record per
+iteration, `dist_hess.train.IterationRecord`). The Laplace section
+(`dist_hess.analysis.laplace_predict` with its default curvature) evaluates the
+95% predictive interval at up to :data:`LAPLACE_ROWS` training inputs, evenly
+spaced in the data, and, with the targets, the share of them inside it.
 
 A pruning path is read from the store's ``attrs["pruning_path"]`` (written by
 :meth:`~.pruning.PruningPath.save`) or passed as ``pruning``.  Whatever the
@@ -26,13 +37,22 @@ import os
 import warnings
 
 import numpy as np
+from scipy import special
 
+from .laplace import laplace_predict
 from .pruning import path_to_csv
 from .source import resolve
 from .spectra import spectra as compute_spectra
 from .wald import stars, wald_table
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "LAPLACE_ROWS", "LAPLACE_LEVEL"]
+
+#: Training inputs (at most) at which the report evaluates the Laplace intervals.
+LAPLACE_ROWS = 2000
+#: The level of the report's predictive intervals.
+LAPLACE_LEVEL = 0.95
+#: Free parameters up to which the report computes a full curvature from the data.
+MAX_FULL = 2000
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0;
@@ -261,6 +281,111 @@ def _plot_pruning(plt, path_dict, directory):
     return _save(plt, fig, directory, "pruning.png", top=0.55)
 
 
+def _plot_fit_history(plt, fit, directory):
+    """Loss and gradient norm against iteration, log scale; rejected steps in red."""
+    history = fit["history"]
+    it = np.array([r["iteration"] for r in history], dtype=float)
+    rejected = np.array([not r["accepted"] for r in history])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, key, label in ((axes[0], "value", "loss E(w)"),
+                           (axes[1], "gradient_norm", "gradient norm ||grad E||")):
+        y = np.array([np.nan if r[key] is None else r[key] for r in history], dtype=float)
+        ax.plot(it, y, ".-", ms=4)
+        if rejected.any():
+            ax.plot(it[rejected], y[rejected], "x", color="tab:red", label="rejected step")
+            ax.legend()
+        positive = y[np.isfinite(y)]
+        if positive.size and np.all(positive > 0):
+            ax.set_yscale("log")
+        else:
+            _symlog(ax, _linthresh([positive]))
+        ax.set_xlabel("iteration")
+        ax.set_title(label)
+        _integer_ticks(ax.xaxis, int(it.max()) + 1 if it.size else 1)
+    fig.suptitle(f"fit history ({fit.get('method', '?')}: {fit.get('status', '?')})")
+    return _save(plt, fig, directory, "fit_history.png", top=0.55)
+
+
+def _plot_laplace(plt, lap, directory):
+    """Per output (up to 4): the predictive interval and the mean's band, rows sorted by
+    the prediction, and the observed targets."""
+    outputs = min(lap["mean"].shape[1], 4)
+    fig, axes = plt.subplots(1, outputs, figsize=(10, 3.4), squeeze=False)
+    for o, ax in enumerate(axes[0]):
+        order = np.argsort(lap["mean"][:, o])
+        x = np.arange(order.size)
+        ax.fill_between(x, lap["lower"][order, o], lap["upper"][order, o], color="tab:blue",
+                        alpha=.2, lw=0, label=f"{lap['level']:.0%} predictive interval")
+        half = special.ndtri(0.5 + lap["level"] / 2.0) * lap["se"][order, o]
+        ax.fill_between(x, lap["mean"][order, o] - half, lap["mean"][order, o] + half,
+                        color="tab:blue", alpha=.4, lw=0,
+                        label=f"{lap['level']:.0%} interval of the mean")
+        ax.plot(x, lap["mean"][order, o], color="tab:blue", lw=1, label="prediction")
+        if lap["observed"] is not None:
+            ax.plot(x, lap["observed"][order, o], ".", ms=3, color="k", label="observed")
+        ax.set_xlabel("training rows, sorted by prediction")
+        ax.set_title(f"output {o}")
+    axes[0][0].legend(fontsize="small")
+    return _save(plt, fig, directory, "laplace.png")
+
+
+# ---------------------------------------------------------------- sections
+
+def _fit_history(fitted):
+    """The store's ``attrs["fit"]`` when it has a history, else ``None``."""
+    fit = fitted.store.attrs.get("fit") if fitted.store is not None else None
+    return fit if isinstance(fit, dict) and fit.get("history") else None
+
+
+def _laplace(fitted, notes):
+    """Predictive intervals at up to `LAPLACE_ROWS` training inputs (regression with the
+    data), as a dict of arrays, or ``None`` with a note saying why not."""
+    if fitted.model.loss.name != "squared":
+        return None
+    if fitted.X is None:
+        notes.append("Laplace predictive intervals need the training inputs: pass data "
+                     "(dist-hess analyze --data)")
+        return None
+    stored_full = any("full" in fitted.available(kind) for kind in ("gauss_newton", "hessian"))
+    if fitted.n_free > MAX_FULL and not stored_full:
+        notes.append(f"Laplace predictive intervals left out: {fitted.n_free} free parameters "
+                     f"is more than {MAX_FULL} for a full curvature computed here")
+        return None
+    step = max(1, -(-int(np.shape(fitted.X)[0]) // LAPLACE_ROWS))
+    X = np.asarray(fitted.X[::step], dtype=float)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = laplace_predict(fitted, X, structure="full")
+    except (LookupError, ValueError) as err:
+        notes.append(f"Laplace predictive intervals not computed: {err}")
+        return None
+    notes += [f"Laplace predictive intervals: {w.message}" for w in caught]
+    lower, upper = pred.interval(LAPLACE_LEVEL)
+    observed = None
+    if fitted.Y is not None:
+        observed = np.asarray(fitted.Y[::step], dtype=float).reshape(X.shape[0], -1)
+    return {"level": LAPLACE_LEVEL, "kind": pred.kind, "structure": pred.structure,
+            "rows": X.shape[0], "step": step, "mean": pred.mean, "lower": lower,
+            "upper": upper, "se": pred.standard_error,
+            "noise_sd": float(np.sqrt(pred.noise_variance)), "observed": observed}
+
+
+def _laplace_rows(lap):
+    """One row per output: the numbers the page's table and ``laplace.csv`` show."""
+    rows = []
+    for o in range(lap["mean"].shape[1]):
+        inside = None
+        if lap["observed"] is not None:
+            y = lap["observed"][:, o]
+            inside = float(np.mean((y >= lap["lower"][:, o]) & (y <= lap["upper"][:, o])))
+        rows.append({"output": o, "rows": lap["rows"], "noise_sd": lap["noise_sd"],
+                     "median_se": float(np.median(lap["se"][:, o])),
+                     "median_half_width": float(np.median(lap["upper"][:, o] - lap["mean"][:, o])),
+                     "coverage": inside})
+    return rows
+
+
 # ---------------------------------------------------------------- page
 
 def write_report(source, directory, *, data=None, covariance: str = "hessian",
@@ -318,6 +443,16 @@ def write_report(source, directory, *, data=None, covariance: str = "hessian",
             json.dump(path_dict, f, indent=1)
         files += ["pruning.csv", "pruning.json"]
 
+    # -- fit history, Laplace predictive intervals
+    fit = _fit_history(fitted)
+    if fit is not None:
+        _write_csv(os.path.join(directory, "fit_history.csv"), fit["history"])
+        files.append("fit_history.csv")
+    lap = _laplace(fitted, notes)
+    if lap is not None:
+        _write_csv(os.path.join(directory, "laplace.csv"), _laplace_rows(lap))
+        files.append("laplace.csv")
+
     # -- plots
     images = {}
     if not plots:
@@ -328,6 +463,10 @@ def write_report(source, directory, *, data=None, covariance: str = "hessian",
         with np.errstate(all="ignore"):
             images = _make_plots(plt, fitted, kind, spec, table, path_dict, directory,
                                  max_heatmap, notes)
+            if fit is not None:
+                images["fit"] = _plot_fit_history(plt, fit, directory)
+            if lap is not None:
+                images["laplace"] = _plot_laplace(plt, lap, directory)
 
     summary = _summary(fitted, table, spec)
     with open(os.path.join(directory, "summary.json"), "w") as f:
@@ -335,7 +474,7 @@ def write_report(source, directory, *, data=None, covariance: str = "hessian",
     files.append("summary.json")
 
     page = _page(title or f"dist_hess analysis: {summary['architecture']}", summary, table,
-                 spec, path_dict, images, notes, alerts, files, stars)
+                 spec, path_dict, images, notes, alerts, files, stars, fit=fit, lap=lap)
     index = os.path.join(directory, "index.html")
     with open(index, "w") as f:
         f.write(page)
@@ -418,7 +557,41 @@ def _summary(fitted, table, spec):
     }
 
 
-def _page(title, summary, table, spec, path_dict, images, notes, alerts, files, stars):
+def _fit_html(fit, images):
+    h = ["<h2>Fit history</h2>"]
+    kv = [("method", fit.get("method")), ("status", fit.get("status")),
+          ("message", fit.get("message")), ("iterations", fit.get("n_iter")),
+          ("final loss", _fmt(fit.get("value"), ".10g")),
+          ("final gradient norm", _fmt(fit.get("gradient_norm"), ".3g")),
+          ("seconds", _fmt(fit.get("seconds"), ".3g"))]
+    h.append("<table class='kv'>" + "".join(
+        f"<tr><td>{k}</td><td>{html.escape(str(v))}</td></tr>" for k, v in kv) + "</table>")
+    if images.get("fit"):
+        h.append(f"<img src='{images['fit']}' alt='loss and gradient norm against iteration'>")
+    return h
+
+
+def _laplace_html(lap, images):
+    h = ["<h2>Laplace predictive intervals</h2>",
+         f"<p>The output at input <i>x</i> is N(<i>f</i>, <i>J</i>&Sigma;<i>J</i>&prime; + "
+         f"s&sup2;), <i>J</i> the exact output Jacobian and &Sigma; = s&sup2; G<sup>-1</sup> "
+         f"with G = <code>{html.escape(lap['kind'])}:{html.escape(lap['structure'])}</code>; "
+         f"{lap['level']:.0%} intervals at {lap['rows']} training inputs"
+         + (f" (one row in {lap['step']})" if lap["step"] > 1 else "")
+         + ". <i>se</i>: the standard error of the mean (parameters' uncertainty only); "
+           "coverage: the share of observed targets inside the interval.</p>"]
+    rows = [[r["output"], _fmt(r["noise_sd"]), _fmt(r["median_se"]),
+             _fmt(r["median_half_width"]),
+             "&ndash;" if r["coverage"] is None else f"{r['coverage']:.1%}"]
+            for r in _laplace_rows(lap)]
+    h.append(_table(["output", "noise s", "median se", "median half-width", "coverage"], rows))
+    if images.get("laplace"):
+        h.append(f"<img src='{images['laplace']}' alt='predictive intervals'>")
+    return h
+
+
+def _page(title, summary, table, spec, path_dict, images, notes, alerts, files, stars, *,
+          fit=None, lap=None):
     h = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
          "<meta name='viewport' content='width=device-width, initial-scale=1'>",
          f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><main>",
@@ -443,6 +616,8 @@ def _page(title, summary, table, spec, path_dict, images, notes, alerts, files, 
         h.append(f"<div class='warn'>{html.escape(a)}</div>")
     for n in notes:
         h.append(f"<div class='note'>{html.escape(n)}</div>")
+    if fit is not None:
+        h += _fit_html(fit, images)
 
     h.append("<h2>Wald tests</h2>")
     if table is None:
@@ -487,6 +662,9 @@ def _page(title, summary, table, spec, path_dict, images, notes, alerts, files, 
                  "(layer blocks) or layers (full matrix).</p>")
         for img in images["heatmaps"]:
             h.append(f"<img src='{img}' alt='heat map' style='max-width:48%'>")
+
+    if lap is not None:
+        h += _laplace_html(lap, images)
 
     if path_dict is not None:
         h.append("<h2>Pruning path</h2>")
