@@ -6,9 +6,19 @@ parameters) and ``g_i`` the per-example gradients (no penalty):
     hessian:   Sigma = s2 H^+                       (s2 = RSS / (n c - p) for squared loss, else 1)
     sandwich:  Sigma = H^+ (sum_i g_i g_i') H^+     (White 1982; Huber 1967)
 
-``structure`` ``full`` inverts ``H`` whole; ``layer`` and ``row`` invert its
-diagonal blocks (one per layer, one per unit) and take the covariance between
-blocks as zero.
+``structure`` ``full`` inverts ``H`` whole: the covariance of the fit.  ``layer``
+and ``row`` invert its diagonal blocks (one per layer, one per unit) and take
+the covariance between blocks as zero: an **approximation**, labelled so in
+every output and never a default (the row-block standard errors of a 10-16-1
+network are a median 2.8 times too small, docs/analysis.md).
+
+Memory: the full covariance takes ``8 c t^2`` bytes, ``c = 6`` (``H``, its
+eigenvectors, ``H^+`` and temporaries) or ``c = 9`` for the sandwich (the meat
+and its products too); it is computed when that fits ``memory_budget``
+(default :data:`COVARIANCE_BUDGET`, 2 GiB: ``t`` up to 6,689, 5,461 for the
+sandwich) and refused up front otherwise, naming the alternatives: exact
+standard errors of selected parameters by conjugate gradients
+(:mod:`.selected`), or the block approximations.
 
 ``H^+`` is the pseudo-inverse on the positive part of the spectrum: every
 eigenvalue ``lambda <= rcond * max|lambda|`` (null directions from hidden-unit
@@ -17,7 +27,10 @@ dropped.  A parameter is **not identifiable** when the null space reaches it:
 ``P_qq = sum over dropped eigenvectors v of v_q^2 > 1e-6`` (then ``e_q`` is not
 in the range of ``H``, and no unbiased linear estimate of ``w_q`` exists).
 Those parameters are named in a :class:`NonIdentifiableWarning` and flagged in
-the results; the numbers computed for them come from the pseudo-inverse.
+the results (no z and no p-value: :mod:`.wald`); the numbers the covariance holds
+for them come from the pseudo-inverse.  The sandwich uses the same ``H^+``, so
+the same identifiable subspace; its variances are those of the symmetric
+product ``H^+ M H^+``, rounding below zero clipped to zero.
 """
 from __future__ import annotations
 
@@ -30,10 +43,75 @@ from .groups import parameter_name
 
 __all__ = ["NonIdentifiableWarning", "NotAMinimumWarning", "Block", "Covariance",
            "pseudo_inverse", "block_indices", "hessian_blocks", "covariance", "RCOND",
-           "LOADING_TOL"]
+           "LOADING_TOL", "COVARIANCE_BUDGET", "full_covariance_bytes", "check_rcond",
+           "check_memory_budget", "full_fits", "covariance_label"]
 
 RCOND = 1e-10
 LOADING_TOL = 1e-6
+#: bytes the full covariance may take by default (``memory_budget=None``).
+COVARIANCE_BUDGET = 2 * 2**30
+_WORDS_PER_ENTRY = {"hessian": 6, "inverse": 6, "sandwich": 9}
+METHODS = ("hessian", "sandwich")
+
+
+def check_rcond(rcond) -> float:
+    """``rcond`` as a float in ``[0, 1)``; a ``ValueError`` naming it otherwise."""
+    try:
+        value = float(rcond)
+    except (TypeError, ValueError):
+        raise TypeError(f"rcond must be a number in [0, 1), got {rcond!r}") from None
+    if isinstance(rcond, bool) or not 0.0 <= value < 1.0:
+        raise ValueError(f"rcond must be a number in [0, 1) (eigenvalues <= rcond * max|eigenvalue| "
+                         f"count as zero), got {rcond!r}")
+    return value
+
+
+def check_memory_budget(memory_budget) -> int:
+    """``memory_budget`` in bytes (``None``: :data:`COVARIANCE_BUDGET`)."""
+    if memory_budget is None:
+        return COVARIANCE_BUDGET
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, np.integer)) \
+            or memory_budget < 1:
+        raise ValueError(f"memory_budget must be a positive number of bytes or None, "
+                         f"got {memory_budget!r}")
+    return int(memory_budget)
+
+
+def full_covariance_bytes(t: int, method: str = "hessian") -> int:
+    """Bytes the full ``t x t`` covariance takes: ``8 c t^2`` (module docstring)."""
+    return 8 * _WORDS_PER_ENTRY[method] * int(t) ** 2
+
+
+def full_fits(t: int, method: str = "hessian", memory_budget=None) -> bool:
+    """Whether the full covariance of ``t`` parameters fits ``memory_budget``."""
+    return full_covariance_bytes(t, method) <= check_memory_budget(memory_budget)
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
+
+
+def refuse_full(t: int, method: str, memory_budget) -> ValueError:
+    """The error for a full covariance over budget: its size and the alternatives."""
+    need, budget = full_covariance_bytes(t, method), check_memory_budget(memory_budget)
+    return ValueError(
+        f"the full {t} x {t} covariance needs {_gib(need)}, over the memory budget of "
+        f"{_gib(budget)}: select parameters (parameters=[...] by index, name or 'layer:K': exact "
+        f"standard errors by conjugate gradients on Hessian-vector products, no full matrix), "
+        f"raise memory_budget (bytes), or ask for the row/layer-block approximation "
+        f"(structure='row')")
+
+
+def covariance_label(method: str, structure: str, solver: str = "eigh") -> str:
+    """What a table's standard errors are, in words (every output prints it)."""
+    what = {"hessian": "inverse Hessian", "sandwich": "sandwich H^-1 (sum g_i g_i') H^-1",
+            "inverse": "inverse Hessian"}[method]
+    if structure != "full":
+        return (f"{what}, {structure} blocks: APPROXIMATION (covariance between {structure} "
+                f"blocks set to zero; not the standard errors of the fit)")
+    if solver == "cg":
+        return f"{what}, exact (conjugate gradients on exact Hessian-vector products)"
+    return f"{what}, exact (full matrix)"
 
 
 class NonIdentifiableWarning(UserWarning):
@@ -141,9 +219,30 @@ class Covariance:
     scale: float = 1.0
     inverses: list = None        # the blocks' pseudo-inverses H_b^+ (:class:`Block`)
     kind: str = "hessian"
+    solver: str = "eigh"
+    #: relative CG residuals ``||H x_q - e_q|| / ||e_q||`` per parameter (``nan``: not by CG)
+    residual: np.ndarray | None = None
+    #: passes over the data the CG solves took (0 for the eigendecomposition)
+    passes: int = 0
+
+    @property
+    def index(self) -> np.ndarray:
+        """Flat indices of the parameters the covariance covers, in order."""
+        if not self.blocks:
+            return np.zeros(0, dtype=int)
+        return np.sort(np.concatenate([b for b, _ in self.blocks])).astype(int)
+
+    @property
+    def approximation(self) -> bool:
+        """Block structures drop the covariance between blocks: not the fit's covariance."""
+        return self.structure != "full"
+
+    @property
+    def label(self) -> str:
+        return covariance_label(self.method, self.structure, self.solver)
 
     def diagonal(self) -> np.ndarray:
-        """Variances ``(t,)``; ``nan`` for parameters in no block (pruned)."""
+        """Variances ``(t,)``; ``nan`` for parameters in no block (pruned, not selected)."""
         out = np.full(self.t, np.nan)
         for index, matrix in self.blocks:
             out[index] = np.diagonal(matrix)
@@ -192,14 +291,29 @@ def warn_singular(model, non_identifiable, n_null, n_negative, what="Hessian", s
                       f"pseudo-inverse", NonIdentifiableWarning, stacklevel=stacklevel)
 
 
-def covariance(fitted, *, method: str = "hessian", structure: str = "full",
-               kind: str = "hessian", rcond: float = RCOND, warn: bool = True) -> Covariance:
-    """The covariance of the free parameters of ``fitted`` (a :class:`~.source.Fitted`)."""
+def check_covariance_options(method: str, structure: str, kind: str) -> None:
+    """``ValueError`` naming a bad ``covariance`` / ``structure`` / ``kind``."""
     if method not in ("hessian", "sandwich", "inverse"):
         raise ValueError(f"covariance must be 'hessian' or 'sandwich', got {method!r}")
     if structure not in ("full", "layer", "row"):
         raise ValueError(f"structure must be 'full', 'layer' or 'row', got {structure!r}")
+    if kind not in ("hessian", "gauss_newton"):
+        raise ValueError(f"kind must be 'hessian' or 'gauss_newton', got {kind!r}")
+
+
+def covariance(fitted, *, method: str = "hessian", structure: str = "full",
+               kind: str = "hessian", rcond: float = RCOND, warn: bool = True,
+               memory_budget: int | None = None) -> Covariance:
+    """The covariance of the free parameters of ``fitted`` (a :class:`~.source.Fitted`).
+
+    ``structure="full"`` is refused (``ValueError``) before anything is computed when
+    it does not fit ``memory_budget`` (module docstring).
+    """
+    check_covariance_options(method, structure, kind)
+    rcond = check_rcond(rcond)
     model = fitted.model
+    if structure == "full" and not full_fits(fitted.n_free, method, memory_budget):
+        raise refuse_full(fitted.n_free, method, memory_budget)
     blocks = block_indices(model, fitted.free, structure)
     H_blocks = hessian_blocks(model, fitted.curvature(kind, structure), structure, blocks)
     inverses = [Block(b, *_unpack(pseudo_inverse(H, rcond))) for b, H in zip(blocks, H_blocks)]
@@ -211,7 +325,7 @@ def covariance(fitted, *, method: str = "hessian", structure: str = "full",
         matrices = [scale * blk.inverse for blk in inverses]
     else:
         meat = fitted.meat(blocks)
-        matrices = [blk.inverse @ M @ blk.inverse for blk, M in zip(inverses, meat)]
+        matrices = [_sandwich(blk.inverse, M) for blk, M in zip(inverses, meat)]
     non_id = np.concatenate([blk.index[blk.loading > LOADING_TOL] for blk in inverses]) \
         if inverses else np.zeros(0, dtype=int)
     n_null = sum(blk.n_null for blk in inverses)
@@ -222,6 +336,16 @@ def covariance(fitted, *, method: str = "hessian", structure: str = "full",
                       non_identifiable=np.sort(non_id).astype(int), n_negative=n_negative,
                       method=method, structure=structure, scale=scale, inverses=inverses,
                       kind=kind)
+
+
+def _sandwich(bread, meat) -> np.ndarray:
+    """``A M A`` made exactly symmetric, its diagonal at least 0 (``A``, ``M`` symmetric PSD:
+    a negative variance is rounding)."""
+    S = bread @ meat @ bread
+    S = 0.5 * (S + S.T)
+    d = np.arange(S.shape[0])
+    S[d, d] = np.maximum(S[d, d], 0.0)
+    return S
 
 
 def _unpack(result):

@@ -23,12 +23,15 @@ Groups (flat index arrays, pruned entries kept; the tests drop them):
 """
 from __future__ import annotations
 
+import difflib
+import numbers
+
 import numpy as np
 
 from ..engine.forward import source_offsets
 
 __all__ = ["parameter_name", "parameter_names", "column_labels", "input_group", "unit_group",
-           "layer_group", "parse_group"]
+           "layer_group", "parse_group", "select_parameters"]
 
 
 def _unit(p, i):
@@ -144,3 +147,54 @@ def parse_group(model, group) -> tuple[str, np.ndarray]:
     if index.min() < 0 or index.max() >= model.n_params:
         raise ValueError(f"group indices must lie in 0..{model.n_params - 1}")
     return f"{index.size} parameters", index
+
+
+def select_parameters(model, parameters) -> np.ndarray:
+    """Sorted unique flat indices from a parameter selection (``wald_table(parameters=...)``).
+
+    ``parameters``: a flat index, a parameter name (``"L1.3 <- x2"``, as in the tables), a
+    group in the text forms of :func:`parse_group` (``"layer:K"``, ``"unit:K:J"``,
+    ``"unit:K:J:out"``, ``"input:I"``), a ``(t,)`` boolean mask, or a sequence mixing
+    indices, names and groups.
+    """
+    if isinstance(parameters, np.ndarray) and parameters.dtype == bool:
+        if parameters.shape != (model.n_params,):
+            raise ValueError(f"a boolean parameter mask must have shape ({model.n_params},), "
+                             f"got {parameters.shape}")
+        items = list(np.flatnonzero(parameters))
+    elif isinstance(parameters, (str, numbers.Integral)):
+        items = [parameters]
+    else:
+        try:
+            items = list(parameters)
+        except TypeError:
+            raise TypeError(f"parameters must be indices, names or groups such as 'layer:1', "
+                            f"got {parameters!r}") from None
+    names = None
+    out = []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):
+            raise TypeError(f"parameters: {item!r} is a boolean; pass a (t,) boolean mask "
+                            f"or indices")
+        if isinstance(item, numbers.Integral):
+            if not 0 <= int(item) < model.n_params:
+                raise ValueError(f"parameter index {item} out of range 0..{model.n_params - 1}")
+            out.append(int(item))
+        elif isinstance(item, str):
+            names = parameter_names(model) if names is None else names
+            if item in names:
+                out.append(names.index(item))
+            elif ":" in item:
+                out += [int(q) for q in parse_group(model, item)[1]]
+            else:
+                close = difflib.get_close_matches(item, names, n=3)
+                raise ValueError(f"no parameter named {item!r}"
+                                 + (f"; did you mean {close}?" if close else "")
+                                 + " (names as in the Wald table, or a group such as "
+                                   "'layer:1', 'unit:1:0', 'input:0')")
+        else:
+            raise TypeError(f"parameters: cannot read {item!r} ({type(item).__name__}); use "
+                            f"indices, names or groups such as 'layer:1'")
+    if not out:
+        raise ValueError("parameters selects no parameter")
+    return np.unique(np.array(out, dtype=int))

@@ -28,7 +28,7 @@ from ..engine.backward import first_order
 from ..engine.forward import forward
 
 __all__ = ["example_gradients", "iter_example_gradients", "output_jacobian", "gradient_outer_sums",
-           "DEFAULT_BUDGET"]
+           "gradient_projection_sums", "DEFAULT_BUDGET"]
 
 DEFAULT_BUDGET = 64 * 2**20
 
@@ -103,6 +103,18 @@ def gradient_outer_sums(model, w, X, Y=None, *, blocks, multipliers=None, budget
             Gb = G[:, b]
             sums[i] += Gb.T @ Gb
     return sums
+
+
+def gradient_projection_sums(model, w, X, Y=None, *, directions, multipliers=None,
+                             budget=None) -> np.ndarray:
+    """``sum_n (g_n' V)' (g_n' V)`` = ``V' M V`` for directions ``V (t, k)``: the sandwich's
+    meat seen through ``V`` (exactly positive semi-definite), ``M`` never formed."""
+    V = np.asarray(directions, dtype=float)
+    out = np.zeros((V.shape[1], V.shape[1]))
+    for _, _, G in iter_example_gradients(model, w, X, Y, multipliers=multipliers, budget=budget):
+        GV = G @ V
+        out += GV.T @ GV
+    return out
 
 
 def output_jacobian(model, w, X) -> np.ndarray:

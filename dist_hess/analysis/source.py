@@ -24,7 +24,7 @@ import numpy as np
 
 from ..model import Model
 from .masking import MaskedModel
-from .per_example import gradient_outer_sums
+from .per_example import gradient_outer_sums, gradient_projection_sums
 
 __all__ = ["Fitted", "resolve", "cut_structure", "loss_sum"]
 
@@ -169,6 +169,22 @@ class Fitted:
             raise LookupError(f"{self.where()} holds no value; pass data=(X, Y)")
         return loss_sum(model, self.w, np.asarray(self.X), np.asarray(self.Y))
 
+    def objective_summary(self) -> tuple[float | None, float | None]:
+        """``(E(w), ||dE/dw||)`` over the free parameters: stored, else computed from the
+        data (one pass), else ``(stored value or None, None)``."""
+        value = self.stored_value
+        gradient = None if self.store is None else self.store.gradient
+        if (value is None or gradient is None) and self.has_data:
+            if self.client is not None:
+                from ..distributed import evaluate
+                result = evaluate(self.model, self.w, self.X, self.Y, client=self.client)
+                value, gradient = result.value, result.gradient
+            else:
+                value, gradient = self.model.value_and_gradient(self.w, np.asarray(self.X),
+                                                                np.asarray(self.Y))
+        norm = None if gradient is None else float(np.linalg.norm(np.asarray(gradient) * self.free))
+        return (None if value is None else float(value)), norm
+
     def stored_multipliers(self):
         """The store's multipliers ``[e^1..e^m]`` (lazy), or ``None`` when not all are there."""
         if self.store is None:
@@ -179,8 +195,8 @@ class Fitted:
             return None
         return [self.store.multipliers(k) for k in range(1, m + 1)]
 
-    def meat(self, blocks):
-        """``sum_i g_i[b] g_i[b]'`` for each index array ``b`` (no penalty in ``g_i``)."""
+    def _per_example_inputs(self):
+        """``(Y or None, multipliers or None)`` for per-example gradients (the sandwich)."""
         if self.X is None:
             raise LookupError(
                 f"the sandwich needs per-example gradients: pass data=X (with the stored "
@@ -188,9 +204,19 @@ class Fitted:
         multipliers = self.stored_multipliers()
         if multipliers is None and self.Y is None:
             raise LookupError(f"{self.where()} has no multipliers: pass data=(X, Y)")
-        return gradient_outer_sums(self.model, self.w, self.X,
-                                   None if multipliers is not None else self.Y,
-                                   blocks=blocks, multipliers=multipliers)
+        return (None if multipliers is not None else self.Y), multipliers
+
+    def meat(self, blocks):
+        """``sum_i g_i[b] g_i[b]'`` for each index array ``b`` (no penalty in ``g_i``)."""
+        Y, multipliers = self._per_example_inputs()
+        return gradient_outer_sums(self.model, self.w, self.X, Y, blocks=blocks,
+                                   multipliers=multipliers)
+
+    def meat_products(self, V):
+        """``V' (sum_i g_i g_i') V`` for directions ``V (t, k)`` (no ``t x t`` matrix)."""
+        Y, multipliers = self._per_example_inputs()
+        return gradient_projection_sums(self.model, self.w, self.X, Y, directions=V,
+                                        multipliers=multipliers)
 
 
 def _as_data(data):
