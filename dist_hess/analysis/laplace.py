@@ -33,7 +33,8 @@ import numpy as np
 from scipy import special
 
 from ..activations import _logistic
-from .covariance import covariance as compute_covariance, noise_variance
+from .covariance import check_covariance_options, noise_variance
+from .covariance import covariance as compute_covariance
 from .per_example import output_jacobian
 from .source import resolve
 
@@ -100,6 +101,7 @@ def laplace_predict(source, X_new, *, structure: str = "full", kind: str | None 
     """
     if kind not in (None, "gauss_newton", "hessian"):
         raise ValueError(f"kind must be None, 'gauss_newton' or 'hessian', got {kind!r}")
+    check_covariance_options("inverse", structure, kind or "hessian")
     fitted = resolve(source, data=data, client=client)
     model = fitted.model
     kind = default_kind(fitted, structure) if kind is None else kind

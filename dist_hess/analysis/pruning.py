@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import numbers
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -37,7 +38,8 @@ import numpy as np
 from scipy import special
 
 from ..jsonio import dump_json
-from .covariance import LOADING_TOL, RCOND, hessian_blocks, pseudo_inverse
+from .covariance import (LOADING_TOL, RCOND, check_covariance_options, hessian_blocks,
+                         pseudo_inverse)
 from .covariance import covariance as compute_covariance
 from .groups import parameter_name, unit_group
 from .masking import MaskedModel
@@ -142,6 +144,8 @@ def obs_update(source, q, *, structure: str = "full", kind: str = "hessian", dat
     fitted = resolve(source, data=data)
     cov = _inverse(fitted, structure, kind, rcond)
     group = np.atleast_1d(np.asarray(q, dtype=int))
+    if group.size == 0 or group.min() < 0 or group.max() >= fitted.model.n_params:
+        raise ValueError(f"q must be parameter indices in 0..{fitted.model.n_params - 1}, got {q!r}")
     if not np.all(fitted.free[group]):
         raise ValueError("cannot remove a parameter that is already pruned")
     return _group_update(cov, fitted.w, group)
@@ -343,21 +347,14 @@ def prune(model, X, Y, w, *, criterion: str = "wald", threshold: float = 0.05, X
         Flat indices (or a ``(t,)`` boolean mask) of the weights that may be removed
         (default all); ignored with ``unit``.
     """
-    if criterion not in ("wald", "bic", "validation"):
-        raise ValueError(f"criterion must be 'wald', 'bic' or 'validation', got {criterion!r}")
-    if rank not in ("wald", "obs", "obd"):
-        raise ValueError(f"rank must be 'wald', 'obs' or 'obd', got {rank!r}")
-    if criterion == "validation" and (X_val is None or Y_val is None):
-        raise ValueError("criterion 'validation' needs X_val and Y_val")
+    _check_prune_options(criterion, rank, threshold, max_steps, covariance, structure,
+                         X_val, Y_val, fit_options)
     fit_options = dict(fit_options or {})
     base = model.with_mask(None)
     mm = MaskedModel(base, model.free)
     X = np.asarray(X, dtype=float)
     w = mm.project(base.check_weights(w))
-    allowed = np.ones(base.n_params, dtype=bool)
-    if candidates is not None:
-        c = np.asarray(candidates)
-        allowed = c.astype(bool) if c.dtype == bool else np.isin(np.arange(base.n_params), c)
+    allowed = _candidate_mask(candidates, base.n_params)
 
     loss, objective, b, val = _measure(base, w, X, Y, X_val, Y_val, mm.n_free)
     steps = [PruningStep(0, [], [], None, None, loss, objective, b, val, mm.n_free, "start", 0)]
@@ -410,6 +407,46 @@ def prune(model, X, Y, w, *, criterion: str = "wald", threshold: float = 0.05, X
     return PruningPath(steps=steps, criterion=criterion,
                        threshold=threshold if criterion == "wald" else None, best=best,
                        model=model_best, w=w_best, stop_reason=reason)
+
+
+def _check_prune_options(criterion, rank, threshold, max_steps, covariance, structure,
+                         X_val, Y_val, fit_options) -> None:
+    """A ``ValueError`` / ``TypeError`` naming the first bad option of :func:`prune`."""
+    if criterion not in ("wald", "bic", "validation"):
+        raise ValueError(f"criterion must be 'wald', 'bic' or 'validation', got {criterion!r}")
+    if rank not in ("wald", "obs", "obd"):
+        raise ValueError(f"rank must be 'wald', 'obs' or 'obd', got {rank!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
+            or not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold is a p-value level and must be a number in [0, 1], got "
+                         f"{threshold!r}")
+    if max_steps is not None and (isinstance(max_steps, bool) or
+                                  not isinstance(max_steps, numbers.Integral) or max_steps < 0):
+        raise ValueError(f"max_steps must be None or an integer >= 0, got {max_steps!r}")
+    check_covariance_options(covariance, structure, "hessian")
+    if criterion == "validation" and (X_val is None or Y_val is None):
+        raise ValueError("criterion 'validation' needs X_val and Y_val")
+    if fit_options is not None and not isinstance(fit_options, dict):
+        raise TypeError(f"fit_options must be a dict of dist_hess.fit options, got "
+                        f"{type(fit_options).__name__}")
+
+
+def _candidate_mask(candidates, t: int) -> np.ndarray:
+    """``(t,)`` booleans from ``candidates``: ``None`` (all), indices in ``0..t-1`` or a mask."""
+    if candidates is None:
+        return np.ones(t, dtype=bool)
+    c = np.asarray(candidates)
+    if c.dtype == bool:
+        if c.shape != (t,):
+            raise ValueError(f"a boolean candidates mask must have shape ({t},), got {c.shape}")
+        return c.copy()
+    if c.size == 0 or not np.issubdtype(c.dtype, np.integer):
+        raise ValueError(f"candidates must be a non-empty sequence of parameter indices or a "
+                         f"({t},) boolean mask, got {candidates!r}")
+    bad = c[(c < 0) | (c >= t)]
+    if bad.size:
+        raise ValueError(f"candidates {bad[:5].tolist()} out of range 0..{t - 1}")
+    return np.isin(np.arange(t), c)
 
 
 def _warm_start(model, w, dw, X, Y):
