@@ -251,11 +251,10 @@ class _DistHessMLP(BaseEstimator):
         return _wald_table((self.model_, self.coef_, X, Y), **options)
 
     def summary(self, X=None, y=None, **options):
-        """The Wald table as text: ``WaldTable.summary()`` (statsmodels layout) where the
-        table has it, else its ``to_text()``. Arguments as for :meth:`wald_table`."""
-        table = self.wald_table(X, y, **options)
-        render = getattr(table, "summary", None) or table.to_text
-        return render()
+        """The Wald table as text in statsmodels' layout (``WaldTable.summary().as_text()``:
+        coef, std err, z, P>|z|, the 95% interval, a header with n, t, E, ||grad||, s^2 and
+        the covariance type). Arguments as for :meth:`wald_table`."""
+        return self.wald_table(X, y, **options).summary().as_text()
 
 
 class MLPRegressor(RegressorMixin, _DistHessMLP):

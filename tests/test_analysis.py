@@ -217,7 +217,10 @@ def test_duplicate_hidden_units_warn_and_name_the_parameters():
     message = " ".join(str(r.message) for r in record if r.category is NonIdentifiableWarning)
     assert "L2.0 <- L1.0" in message and "L2.0 <- L1.1" in message
     assert not table.identifiable[model.n_params - 1] and not table.identifiable[model.n_params - 2]
-    assert np.all(np.isfinite(table.std_error)) and np.all(np.isfinite(table.p_value))
+    # issue 13 item 5: a non-identifiable parameter has no z and no p-value (was: finite)
+    ni = ~table.identifiable
+    assert np.all(np.isfinite(table.std_error)) and np.all(np.isfinite(table.p_value[~ni]))
+    assert np.all(np.isnan(table.z[ni])) and np.all(np.isnan(table.p_value[ni]))
     assert "[n.i.]" in table.to_text()
 
 

@@ -395,7 +395,8 @@ def write_report(source, directory, *, data=None, covariance: str = "hessian",
 
     ``source``: a store path, an open store or ``(model, w, X, Y)``; ``data``: ``X``
     or ``(X, Y)`` for a store (to compute what it does not hold); ``structure`` of
-    the Wald table (default: the largest available); ``pruning``: a
+    the Wald table (default ``"full"``, as ``dh.wald_table``; ``"row"``/``"layer"`` are
+    labelled approximations); ``pruning``: a
     :class:`~.pruning.PruningPath` or its ``to_dict()`` (default: the store's);
     ``plots=False`` writes the tables only.
     """
@@ -404,11 +405,9 @@ def write_report(source, directory, *, data=None, covariance: str = "hessian",
     plt = _matplotlib() if plots else None
     notes, alerts, files = [], [], []
 
-    # -- Wald table
-    if structure is None:
-        avail = fitted.available(kind)
-        structure = avail[0] if avail else ("full" if fitted.has_data and
-                                            fitted.n_free <= 2000 else "row")
+    # -- Wald table (the same default as dh.wald_table: the exact full covariance; over the
+    # memory budget the page says so and what to select instead)
+    structure = structure or "full"
     table = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -623,11 +622,14 @@ def _page(title, summary, table, spec, path_dict, images, notes, alerts, files, 
     if table is None:
         h.append("<p>Not available (see the notes above).</p>")
     else:
-        what = ("inverse Hessian" if table.covariance_method == "hessian"
-                else "sandwich H<sup>-1</sup>(&Sigma; g<sub>i</sub>g<sub>i</sub>&prime;)H<sup>-1</sup>")
-        h.append(f"<p>Covariance: {what}, {table.structure} structure; two-sided p-values "
+        what = html.escape(table.covariance_type)
+        if table.approximation:
+            h.append(f"<div class='warn'>APPROXIMATION: the {table.structure}-block inverse sets "
+                     f"the covariance between blocks to zero; these are not the standard errors "
+                     f"of the fit (structure='full' gives them).</div>")
+        h.append(f"<p>Covariance: {what}; two-sided p-values "
                  f"of <code>w = 0</code>. Signif. codes: *** &lt; 0.001 &lt; ** &lt; 0.01 &lt; * "
-                 f"&lt; 0.05 &lt; . &lt; 0.1. Orange rows: not identifiable.</p>")
+                 f"&lt; 0.05 &lt; . &lt; 0.1. Orange rows: not identifiable (n.i.: no z or p-value).</p>")
         if images.get("wald"):
             h.append(f"<img src='{images['wald']}' alt='Wald z-values'>")
         rows, classes = [], []
@@ -635,6 +637,11 @@ def _page(title, summary, table, spec, path_dict, images, notes, alerts, files, 
             if not r["free"]:
                 rows.append([html.escape(r["name"]), "0 (pruned)", "", "", "", ""])
                 classes.append("pruned")
+                continue
+            if not r["identifiable"]:
+                rows.append([html.escape(r["name"]), _fmt(r["estimate"], ".6g"), "n.i.", "", "",
+                             ""])
+                classes.append("ni")
                 continue
             rows.append([html.escape(r["name"]), _fmt(r["estimate"], ".6g"),
                          _fmt(r["std_error"]), _fmt(r["z"], ".3f"),
