@@ -96,10 +96,10 @@ def refuse_full(t: int, method: str, memory_budget) -> ValueError:
     need, budget = full_covariance_bytes(t, method), check_memory_budget(memory_budget)
     return ValueError(
         f"the full {t} x {t} covariance needs {_gib(need)}, over the memory budget of "
-        f"{_gib(budget)}: select parameters (parameters=[...] by index, name or 'layer:K': exact "
-        f"standard errors by conjugate gradients on Hessian-vector products, no full matrix), "
-        f"raise memory_budget (bytes), or ask for the row/layer-block approximation "
-        f"(structure='row')")
+        f"{_gib(budget)}: select parameters (parameters=[...], on the command line "
+        f"--parameters, by index, name or 'layer:K': exact standard errors by conjugate "
+        f"gradients on Hessian-vector products, no full matrix), raise memory_budget "
+        f"(--memory-budget), or ask for the row-block approximation (structure='row')")
 
 
 def covariance_label(method: str, structure: str, solver: str = "eigh") -> str:

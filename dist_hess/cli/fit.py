@@ -4,9 +4,11 @@
 runs it: `dist_hess.fit`, then one `dist_hess.evaluate` at the final weights.
 
 The store is the evaluation store of DESIGN.md §5 at the final weights (weights,
-value, gradient, the exact Hessian's row blocks and any ``--curvature`` asked for) with
+value, gradient, the exact Hessian's row blocks, its full matrix when the model has at
+most :data:`FULL_HESSIAN_MAX_PARAMS` parameters, and any ``--curvature`` asked for) with
 the fit's outcome in the attribute ``fit`` (method, status, message, iterations, the
-history of every iteration).
+history of every iteration). With the full Hessian stored, ``dist-hess analyze`` prints
+the exact standard errors without the data.
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ __all__ = ["add_command", "run_fit"]
 
 #: The ``--method`` choices: every registered step strategy.
 METHODS = tuple(STRATEGIES)
+#: The store holds the full Hessian (8 t^2 bytes: 32 MB at this size) up to this many parameters.
+FULL_HESSIAN_MAX_PARAMS = 2000
 
 _EXAMPLES = """\
 examples:
@@ -99,8 +103,9 @@ def add_command(subparsers) -> None:
     add_target_option(p)
     p.add_argument("--curvature", action="append", type=curvature_arg, default=[],
                    metavar="KIND[:STRUCTURE]",
-                   help="extra curvature to store at the final weights (hessian:row always is), "
-                        "e.g. --curvature hessian:full")
+                   help=f"extra curvature to store at the final weights (hessian:row always is, "
+                        f"and hessian:full when the model has at most "
+                        f"{FULL_HESSIAN_MAX_PARAMS} parameters), e.g. --curvature gauss_newton:row")
     add_cluster_options(p)
     p.add_argument("--quiet", action="store_true", help="only the final summary")
     p.set_defaults(run=run_fit)
@@ -137,6 +142,14 @@ def _fit_attrs(result, args) -> dict:
     }}
 
 
+def _stored_curvature(model, asked) -> list[tuple[str, str]]:
+    """``hessian:row``, ``hessian:full`` when ``t <= FULL_HESSIAN_MAX_PARAMS``, then ``asked``."""
+    curvature = [("hessian", "row")]
+    if model.n_params <= FULL_HESSIAN_MAX_PARAMS:
+        curvature.append(("hessian", "full"))
+    return curvature + [c for c in asked if c not in curvature]
+
+
 def run_fit(args) -> int:
     """Run ``dist-hess fit`` from parsed arguments; returns the exit status (0: converged or
     stopped by a limit, the store written; errors raise)."""
@@ -166,7 +179,7 @@ def run_fit(args) -> int:
                  checkpoint=args.checkpoint, structure=args.structure,
                  callback=None if args.quiet else _progress_printer(out))
 
-    curvature = [("hessian", "row")] + [c for c in args.curvature if c != ("hessian", "row")]
+    curvature = _stored_curvature(model, args.curvature)
     final = evaluate(model, result.w, X, Y, curvature=[f"{k}:{s}" for k, s in curvature],
                      client=client)
     write_store(args.out, model, result.w, n_examples=n, value=final.value,
