@@ -54,10 +54,9 @@ class Summary:
         model = t.model
         method = {"hessian": "inverse Hessian", "sandwich": "sandwich (HC0)"}[t.covariance_method]
         if t.approximation:
-            computed = f"{t.structure} blocks: APPROXIMATION"
+            computed = f"{t.structure} blocks: APPROX."
         elif t.solver == "cg":
-            worst = np.nanmax(t.cg_residual) if np.any(np.isfinite(t.cg_residual)) else np.nan
-            computed = f"exact, CG (residual <= {_opt(worst, '.1e')})"
+            computed = "exact, CG"
         else:
             computed = "exact, full matrix"
         left = [("Model:", "-".join(str(s) for s in model.sizes)),
@@ -72,9 +71,15 @@ class Summary:
                  ("E(w):", _opt(t.value, ".8g")),
                  ("||grad||:", _opt(t.gradient_norm, ".3e")),
                  ("Non-identifiable:", str(int(np.sum(~t.identifiable))))]
+        if t.solver == "cg":
+            finite = t.cg_residual[np.isfinite(t.cg_residual)]
+            left.append(("Max CG residual:", _opt(finite.max() if finite.size else None, ".1e")))
+            right.append(("Passes over data:", str(t.covariance.passes)))
         if len(t) != t.n_params:
             left.append(("Parameters shown:", str(len(t))))
             right.append(("", ""))
+        left += [("", "")] * (len(right) - len(left))
+        right += [("", "")] * (len(left) - len(right))
         return list(zip(left, right))
 
     def body(self) -> list[list[str]]:
@@ -117,8 +122,8 @@ class Summary:
             out.append("n.i.: not identifiable (the curvature is singular in the parameter's "
                        "direction, or its standard error is 0): no z, p-value or interval.")
         if t.solver == "cg":
-            out.append(f"CG: one solve H x = e_q per parameter on exact Hessian-vector products "
-                       f"({t.covariance.passes} passes over the data).")
+            out.append("CG: one solve H x = e_q per parameter on exact Hessian-vector products; "
+                       "the residual is ||H x - e_q|| from a final product.")
         return out
 
     # -- rendering ---------------------------------------------------------------------
