@@ -81,6 +81,7 @@ def test_the_full_covariance_over_budget_is_refused_before_computing_and_names_t
     # over the budget with a selection: exact standard errors by CG, the same numbers
     table = dh.wald_table((model, b, X, y), memory_budget=100, parameters=["L1.0 <- x1", 3])
     assert table.solver == "cg" and list(table.index) == [2, 3]
+    assert table.covariance.preconditioner == "row"          # layer blocks over 100 bytes too
     np.testing.assert_allclose(table.std_error, se[[2, 3]], rtol=1e-10)
     assert np.all(table.cg_residual <= 1e-10)
     assert "conjugate gradients" in table.covariance_type
@@ -120,6 +121,7 @@ def test_cg_standard_errors_equal_the_full_inverse_at_t_in_the_thousands():
     np.testing.assert_allclose(table.covariance.submatrix(selected), s2 * Hinv, rtol=1e-8,
                                atol=1e-8 * np.abs(s2 * Hinv).max())
     assert np.all(table.cg_residual <= 1e-10) and table.covariance.passes > 1
+    assert table.covariance.preconditioner == "layer"
     assert "Max CG residual:" in table.to_text()
 
 

@@ -224,6 +224,8 @@ class Covariance:
     residual: np.ndarray | None = None
     #: passes over the data the CG solves took (0 for the eigendecomposition)
     passes: int = 0
+    #: the CG preconditioner's blocks, ``"layer"`` or ``"row"`` (``None``: not by CG)
+    preconditioner: str | None = None
 
     @property
     def index(self) -> np.ndarray:

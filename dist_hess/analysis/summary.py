@@ -122,8 +122,9 @@ class Summary:
             out.append("n.i.: not identifiable (the curvature is singular in the parameter's "
                        "direction, or its standard error is 0): no z, p-value or interval.")
         if t.solver == "cg":
-            out.append("CG: one solve H x = e_q per parameter on exact Hessian-vector products; "
-                       "the residual is ||H x - e_q|| from a final product.")
+            out.append(f"CG: one solve H x = e_q per parameter on exact Hessian-vector "
+                       f"products, preconditioned by the {t.covariance.preconditioner} blocks; "
+                       f"the residual is ||H x - e_q|| from a final product.")
         return out
 
     # -- rendering ---------------------------------------------------------------------
