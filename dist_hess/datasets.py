@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["PREFIX", "SKLEARN_DATASETS", "DatasetInfo", "is_sklearn_name", "load_sklearn",
-           "load_data", "load_inputs", "integer_labels"]
+           "load_data", "load_inputs", "data_names", "integer_labels"]
 
 PREFIX = "sklearn:"
 
@@ -83,6 +83,15 @@ def _standardise(a: np.ndarray) -> np.ndarray:
     return centred / np.where(scale > 0, scale, 1.0)
 
 
+def _dataset_info(name: str) -> DatasetInfo:
+    key = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    try:
+        return SKLEARN_DATASETS[key]
+    except KeyError:
+        known = ", ".join(PREFIX + k for k in SKLEARN_DATASETS)
+        raise ValueError(f"unknown bundled data set {name!r}; known: {known}") from None
+
+
 def load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
     """``(X, Y)`` of a scikit-learn bundled data set, ``X`` standardised (see the module).
 
@@ -93,12 +102,7 @@ def load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
     # command line's --help should not pay.
     import sklearn.datasets
 
-    key = name[len(PREFIX):] if name.startswith(PREFIX) else name
-    try:
-        info = SKLEARN_DATASETS[key]
-    except KeyError:
-        known = ", ".join(PREFIX + k for k in SKLEARN_DATASETS)
-        raise ValueError(f"unknown bundled data set {name!r}; known: {known}") from None
+    info = _dataset_info(name)
     X, y = getattr(sklearn.datasets, info.loader)(return_X_y=True)
     X = _standardise(X)
     if info.standardise_y:
@@ -197,6 +201,36 @@ def load_inputs(path: str, drop: list[str] | None = None) -> np.ndarray:
         return _load_zarr(path, ("X",))[0][...]
     raise ValueError(f"{path}: unknown data format; expected sklearn:NAME, a .npy, .npz or "
                      f".csv file or a zarr group directory")
+
+
+def _sklearn_names(name: str) -> tuple[list[str], list[str] | None]:
+    import sklearn.datasets
+
+    info = _dataset_info(name)
+    bunch = getattr(sklearn.datasets, info.loader)()
+    inputs = [str(f) for f in bunch.feature_names]
+    classes = getattr(bunch, "target_names", None)
+    return inputs, (None if classes is None else [str(c) for c in classes])
+
+
+def data_names(path: str, target: list[str] | None = None) -> tuple[list[str] | None,
+                                                                   list[str] | None]:
+    """``(input_names, output_names)`` of the data ``path`` names, ``None`` where it has none.
+
+    A CSV file: its header (the ``target`` columns are the outputs, in that order); a
+    bundled data set: scikit-learn's ``feature_names`` and, for classes, ``target_names``
+    (diabetes' inputs read ``age, sex, bmi, bp, s1..s6``). ``.npz`` files and zarr groups
+    carry no names. The model JSON's ``input_names`` / ``output_names`` (DESIGN §1) take
+    them (``Model.with_names``).
+    """
+    if is_sklearn_name(path):
+        return _sklearn_names(path)
+    if path.endswith(".csv"):
+        with open(path, newline="") as f:
+            header = [name.strip() for name in next(csv.reader(f), [])]
+        target = list(target or [])
+        return [h for h in header if h not in target] or None, target or None
+    return None, None
 
 
 def integer_labels(model, Y):

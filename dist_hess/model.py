@@ -33,7 +33,7 @@ from .penalties import Penalty, parse_penalty
 __all__ = ["Model", "Layer", "KINDS", "STRUCTURES"]
 
 _LAYER_KEYS = {"type", "units", "activation", "sources", "mask"}
-_MODEL_KEYS = {"inputs", "layers", "loss", "penalty"}
+_MODEL_KEYS = {"inputs", "layers", "loss", "penalty", "input_names", "output_names"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,22 @@ def _positive_int(value, what):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def _check_names(names, lengths, what) -> tuple[str, ...]:
+    if isinstance(names, str) or not hasattr(names, "__iter__"):
+        raise TypeError(f"{what} must be a list of strings, got {names!r}")
+    names = list(names)
+    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+    if bad:
+        raise ValueError(f"{what}: every name must be a non-empty string, got {bad[:3]!r}")
+    if len(names) not in lengths:
+        raise ValueError(f"{what} has {len(names)} names, expected "
+                         f"{' or '.join(str(n) for n in lengths)}")
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{what}: names must be distinct; repeated: {twice[:5]}")
+    return tuple(names)
 
 
 class Model:
@@ -117,7 +133,8 @@ class Model:
             sizes.append(layer.units)
         loss = get_loss(spec.get("loss", "squared"))
         penalty = parse_penalty(spec.get("penalty"))
-        return cls(inputs, layers, loss, penalty)
+        model = cls(inputs, layers, loss, penalty)
+        return model.with_names(spec.get("input_names"), spec.get("output_names"))
 
     @staticmethod
     def _parse_layer(k, ls, sizes):
@@ -180,8 +197,33 @@ class Model:
             if layer.mask is not None:
                 d["mask"] = layer.mask.astype(int).tolist()
             layers.append(d)
-        return {"inputs": self.inputs, "layers": layers, "loss": self.loss.name,
+        spec = {"inputs": self.inputs, "layers": layers, "loss": self.loss.name,
                 "penalty": None if self.penalty is None else self.penalty.to_dict()}
+        if self.input_names is not None:
+            spec["input_names"] = list(self.input_names)
+        if self.output_names is not None:
+            spec["output_names"] = list(self.output_names)
+        return spec
+
+    # -- names (DESIGN §1, optional) -----------------------------------------------------
+    #: ``inputs`` strings naming the input columns (``None``: ``x0, x1, ...``).
+    input_names: tuple[str, ...] | None = None
+    #: strings naming the output units, or the classes (two for one logit unit).
+    output_names: tuple[str, ...] | None = None
+
+    def with_names(self, input_names=None, output_names=None) -> "Model":
+        """A copy with these ``input_names`` / ``output_names`` (``None`` keeps the current
+        ones), checked: distinct non-empty strings, ``inputs`` of them, and as many output
+        names as output units, or two class names for one ``binary_cross_entropy`` unit."""
+        new = copy.copy(self)
+        if input_names is not None:
+            new.input_names = _check_names(input_names, [self.inputs], "input_names")
+        if output_names is not None:
+            units = self.sizes[-1]
+            lengths = [units, 2] if (units == 1 and
+                                     self.loss.name == "binary_cross_entropy") else [units]
+            new.output_names = _check_names(output_names, lengths, "output_names")
+        return new
 
     def to_json(self, path=None):
         return dump_json(self.to_dict(), path)

@@ -99,12 +99,14 @@ def _hidden_sizes(hidden_layer_sizes) -> list[int]:
 
 
 def _with_names(spec: dict, input_names, output_names) -> dict:
-    """Hook for the model JSON's optional ``input_names`` / ``output_names`` (DESIGN §1).
-
-    The names are kept on the estimator (``feature_names_in_``, ``classes_``); they go
-    into ``spec`` once `dist_hess.Model.from_dict` accepts those keys (issue 14 item 3):
-    then this sets ``spec["input_names"]`` / ``spec["output_names"]`` when not ``None``.
-    """
+    """``spec`` with the model JSON's optional ``input_names`` / ``output_names`` (DESIGN §1)
+    set from the estimator's ``feature_names_in_`` (DataFrame columns) and ``classes_``
+    (as strings; for two classes the one logit unit is the second class's), when given."""
+    spec = dict(spec)
+    if input_names is not None:
+        spec["input_names"] = [str(name) for name in input_names]
+    if output_names is not None:
+        spec["output_names"] = [str(name) for name in output_names]
     return spec
 
 

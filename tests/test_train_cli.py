@@ -156,7 +156,9 @@ def test_fit_command_by_subprocess_writes_a_readable_store(tmp_path):
     assert "gtol" in proc.stdout and "wrote bc.zarr" in proc.stdout
     store = dh.open_store(tmp_path / "bc.zarr")
     assert store.attrs["fit"]["converged"] and np.linalg.norm(store.gradient) < 1e-6
-    assert store.model.to_dict() == dh.Model.from_json(os.path.join(MODELS, "breast_cancer.json")).to_dict()
+    named = dh.Model.from_json(os.path.join(MODELS, "breast_cancer.json")).with_names(
+        *datasets.data_names("sklearn:breast_cancer"))        # the data set's names go in
+    assert store.model.to_dict() == named.to_dict()
     X, Y = datasets.load_sklearn("breast_cancer")
     assert store.value == pytest.approx(store.model.value(store.weights, X, Y), rel=1e-12)
     assert zarr.open_group(str(tmp_path / "bc.zarr"), mode="r").attrs["complete"] is True

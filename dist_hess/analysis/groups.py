@@ -1,8 +1,10 @@
 """Names of parameters and the groups a joint Wald test takes.
 
 Units are named ``L{k}.{j}`` (unit ``j`` of layer ``k``, both as stored: ``j``
-from 0) and inputs ``x{i}``.  A parameter's name says which unit it belongs to
-and what it multiplies, as its propagation labels its row
+from 0) and inputs ``x{i}``, or by the model's optional names (DESIGN §1):
+``input_names`` replace ``x{i}`` (``L1.3 <- bmi``), ``output_names`` name the
+last layer's units (``L2.setosa <- L1.0``).  A parameter's name says which unit it
+belongs to and what it multiplies, as its propagation labels its row
 (``Propagation.column_labels``): ``L1.0 <- x2`` (dense weight from input 2),
 ``L2.0 <- L1.3``, ``L1.0 <- bias``; rbf rows ``L1.0 mu(x2)``, ``L1.0 beta``,
 ``L1.0 beta(x2)``, ``L1.0 L[1,0]``; quadratic rows ``L1.0 x0*x2``, ``L1.0 x1^2``,
@@ -10,9 +12,10 @@ and what it multiplies, as its propagation labels its row
 
 Groups (flat index arrays, pruned entries kept; the tests drop them):
 
-* :func:`input_group`: every parameter that multiplies input ``i`` (dense
-  weights from ``x_i``, quadratic monomials containing ``x_i``: the
-  propagation's ``input_columns``), in every layer that reads the input.  "Input i is irrelevant" is the hypothesis
+* :func:`input_group`: every parameter that multiplies input ``i`` (``input:I`` or
+  ``input:NAME``; dense weights from ``x_i``, quadratic monomials containing
+  ``x_i``: the propagation's ``input_columns``), in every layer that reads the
+  input.  "Input i is irrelevant" is the hypothesis
   that they are all zero.
 * :func:`unit_group`: the incoming row of unit ``j`` of layer ``k`` and, with
   ``outgoing=True``, the dense weights that read it.
@@ -30,19 +33,27 @@ import numpy as np
 
 from ..engine.forward import source_offsets
 
-__all__ = ["parameter_name", "parameter_names", "column_labels", "input_group", "unit_group",
-           "layer_group", "parse_group", "select_parameters"]
+__all__ = ["unit_label", "parameter_name", "parameter_names", "column_labels", "input_group",
+           "unit_group", "layer_group", "parse_group", "select_parameters"]
 
 
-def _unit(p, i):
-    return f"x{i}" if p == 0 else f"L{p}.{i}"
+def unit_label(model, k: int, j: int) -> str:
+    """Unit ``j`` of layer ``k``: ``x{j}`` or the input's name (``k = 0``), ``L{k}.{j}``,
+    the output's name for the last layer, ``L{m}.{name}``, when the model has
+    ``output_names`` (for one logit unit with two class names: the second class's)."""
+    if k == 0:
+        return f"x{j}" if model.input_names is None else model.input_names[j]
+    if k == len(model.layers) and model.output_names is not None:
+        names = model.output_names
+        return f"L{k}.{names[j + len(names) - model.sizes[-1]]}"
+    return f"L{k}.{j}"
 
 
 def _input_labels(model, k):
     """Labels of the layer's inputs ``u`` (its sources concatenated)."""
     labels = []
     for p, sl in source_offsets(model, k):
-        labels += [_unit(p, i) for i in range(sl.stop - sl.start)]
+        labels += [unit_label(model, p, i) for i in range(sl.stop - sl.start)]
     return labels
 
 
@@ -54,14 +65,14 @@ def column_labels(model, k) -> list[str]:
 def parameter_name(model, q) -> str:
     k, j, c = model.layer_of(int(q))
     label = column_labels(model, k)[c]
-    return f"L{k}.{j} {label}"
+    return f"{unit_label(model, k, j)} {label}"
 
 
 def parameter_names(model) -> list[str]:
     names = []
     for k, (s, d) in enumerate(model.layer_shapes, start=1):
         labels = column_labels(model, k)
-        names += [f"L{k}.{j} {labels[c]}" for j in range(s) for c in range(d)]
+        names += [f"{unit_label(model, k, j)} {labels[c]}" for j in range(s) for c in range(d)]
     return names
 
 
@@ -126,13 +137,18 @@ def parse_group(model, group) -> tuple[str, np.ndarray]:
     """``(name, indices)`` from a text form (see the module docstring) or an index sequence."""
     if isinstance(group, str):
         parts = group.split(":")
+        names = model.input_names or ()
+        if parts[0] == "input" and len(parts) == 2 and parts[1] in names:
+            i = names.index(parts[1])
+            return f"input {parts[1]}", input_group(model, i)
         try:
             what, numbers = parts[0], [int(x) for x in parts[1:] if x != "out"]
         except ValueError:
             raise ValueError(f"cannot read group {group!r}: use input:I, unit:K:J, unit:K:J:out "
                              f"or layer:K") from None
         if what == "input" and len(numbers) == 1:
-            return f"input x{numbers[0]}", input_group(model, numbers[0])
+            label = unit_label(model, 0, numbers[0]) if 0 <= numbers[0] < model.inputs else numbers[0]
+            return f"input {label}", input_group(model, numbers[0])
         if what == "unit" and len(numbers) == 2:
             out = parts[-1] == "out"
             name = f"unit L{numbers[0]}.{numbers[1]}" + (" (in and out)" if out else "")

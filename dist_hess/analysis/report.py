@@ -243,18 +243,22 @@ def _plot_wald(plt, table, directory):
     q = np.flatnonzero(free)
     if q.size == 0:
         return None
-    fig, ax = plt.subplots(figsize=(10, 3.2))
+    named = q.size <= 60                               # few enough to name each bar
+    fig, ax = plt.subplots(figsize=(10, 4.6 if named else 3.2))
     z = np.nan_to_num(table.z[q], nan=0.0, posinf=0.0, neginf=0.0)
     colors = [f"C{(k - 1) % 10}" for k in table.layer[q]]
     ax.bar(np.arange(q.size), z, color=colors)
     for level in (1.96, -1.96):
         ax.axhline(level, color="#c33", lw=.8, ls="--")
+    if named:
+        ax.set_xticks(np.arange(q.size))
+        ax.set_xticklabels([table.name[i] for i in q], rotation=90, fontsize=6)
     ax.set_xlabel("free parameter (flat order; colour = layer)")
     ax.set_ylabel("z = estimate / s.e.")
     ax.set_title("Wald z-values (dashed: |z| = 1.96, p = 0.05)")
     if np.max(np.abs(z)) > 50:
         _symlog(ax, 2.0)
-    return _save(plt, fig, directory, "wald_z.png")
+    return _save(plt, fig, directory, "wald_z.png", bottom=1.9 if named else 0.6)
 
 
 def _plot_pruning(plt, path_dict, directory):
@@ -540,6 +544,9 @@ def _summary(fitted, table, spec):
     grad = store.gradient if store is not None else None
     return {
         "architecture": "-".join(str(s) for s in model.sizes),
+        "n_inputs": int(model.inputs),
+        "input_names": None if model.input_names is None else list(model.input_names),
+        "output_names": None if model.output_names is None else list(model.output_names),
         "layers": [{"type": layer.propagation.type, "units": layer.units,
                     "activation": layer.activation.name, "sources": list(layer.sources)}
                    for layer in model.layers],
@@ -599,6 +606,8 @@ def _page(title, summary, table, spec, path_dict, images, notes, alerts, files, 
     kv = [("network", summary["architecture"] + " (" + ", ".join(
               f"{l['type']} {l['units']} {l['activation']} &larr; {l['sources']}"
               for l in summary["layers"]) + ")"),
+          ("inputs", ", ".join(summary["input_names"] or []) or f"x0..x{summary['n_inputs'] - 1}"),
+          ("outputs", ", ".join(summary["output_names"] or []) or "unnamed"),
           ("loss", summary["loss"]),
           ("penalty", json.dumps(summary["penalty"]) if summary["penalty"] else "none"),
           ("examples", summary["n_examples"]),

@@ -229,10 +229,19 @@ def _as_data(data):
     return data, None
 
 
+def _named_by_columns(model, X):
+    """``model`` with ``X``'s DataFrame column names as ``input_names`` when it has none."""
+    columns = getattr(X, "columns", None)
+    if model.input_names is not None or columns is None or len(columns) != model.inputs:
+        return model
+    return model.with_names([str(c) for c in columns])
+
+
 def resolve(source, *, data=None, client=None, save: bool = False) -> Fitted:
     """A :class:`Fitted` from a store path, an open store, a :class:`Fitted`, or ``(model, w, X, Y)``.
 
-    ``data``: ``X`` or ``(X, Y)`` for a store (stores hold no data);
+    ``data``: ``X`` or ``(X, Y)`` for a store (stores hold no data); a pandas ``X`` (here
+    or in the tuple) names the inputs of a model without ``input_names`` by its columns;
     ``client``: compute missing curvature on this Dask client; ``save``: write
     computed curvature back into the store.
     """
@@ -246,6 +255,7 @@ def resolve(source, *, data=None, client=None, save: bool = False) -> Fitted:
         masked = Model.from_dict(source.attrs["model"])
         free, model = masked.free, masked.with_mask(None)
         X, Y = _as_data(data)
+        model = _named_by_columns(model, X)
         w = np.asarray(source.weights, dtype=float) * free
         if X is not None and np.shape(X)[0] != source.n_examples:
             raise ValueError(f"data has {np.shape(X)[0]} examples but the store was computed "
@@ -254,7 +264,7 @@ def resolve(source, *, data=None, client=None, save: bool = False) -> Fitted:
                       store=source, client=client, save=save, stored_value=source.value)
     if isinstance(source, (tuple, list)) and len(source) == 4:
         model, w, X, Y = source
-        free, model = model.free, model.with_mask(None)
+        free, model = model.free, _named_by_columns(model.with_mask(None), X)
         w = model.check_weights(w) * free
         X, Y = model.check_data(np.asarray(X), Y)
         return Fitted(model=model, w=w, free=free, n_examples=int(X.shape[0]), X=X, Y=Y,

@@ -19,7 +19,7 @@ from ..analysis.wald import wald_table
 from ..curvature import HVP_KINDS
 from ..store import open_store
 from .options import (add_cluster_options, add_target_option, client_from_args, dashboard_link,
-                      int_at_least, load_examples)
+                      int_at_least, load_examples, named_model)
 
 __all__ = ["add_command", "run_analyze"]
 
@@ -142,6 +142,8 @@ def run_analyze(args) -> int:
     """Run ``dist-hess analyze`` from parsed arguments; returns the exit status."""
     data, client = _data(args)
     fitted = resolve(args.store, data=data, client=client, save=args.save)
+    if args.data:                        # a store written without names takes the data's
+        fitted.model = named_model(args, fitted.model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -15,7 +15,7 @@ import numpy as np
 from ..distributed import evaluate
 from ..model import Model
 from .options import (add_cluster_options, add_target_option, client_from_args, curvature_arg,
-                      dashboard_link, int_at_least, load_examples)
+                      dashboard_link, int_at_least, load_examples, named_model)
 
 __all__ = ["add_command", "run_derivatives"]
 
@@ -99,6 +99,7 @@ def run_derivatives(args) -> int:
 
     model = Model.from_json(args.model)
     X, Y = load_examples(args, model)
+    model = named_model(args, model)
     if args.weights:
         w = np.load(args.weights)
     else:

@@ -28,7 +28,8 @@ from ..store import check_writable, write_store
 from ..train import STRATEGIES, fit
 from ..train.report import score
 from .options import (add_cluster_options, add_target_option, client_from_args, curvature_arg,
-                      dashboard_link, float_at_least, int_at_least, load_examples)
+                      dashboard_link, float_at_least, int_at_least, load_examples,
+                      named_model)
 
 __all__ = ["add_command", "run_fit"]
 
@@ -158,6 +159,7 @@ def run_fit(args) -> int:
     check_writable(args.out)              # a bad --out fails now, not after the training
     model = Model.from_json(args.model)
     X, Y = load_examples(args, model)
+    model = named_model(args, model)
     n = int(np.shape(X)[0])
     if args.weights:
         w0 = np.load(args.weights)

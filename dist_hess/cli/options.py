@@ -11,7 +11,8 @@ module (`dist_hess.cli.fit`, ...) builds on it.
 - `add_target_option(parser)` and `load_examples(args, model)`: ``DATA`` and
   ``--target`` read by `dist_hess.datasets.load_data`, class labels made integers;
 - `check_output_file(path, suffixes)`: refuse an output file that could not be written,
-  before the work (stores: `dist_hess.store.check_writable`).
+  before the work (stores: `dist_hess.store.check_writable`);
+- `named_model(args, model)`: the model with the data's column names.
 """
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ import argparse
 import os
 
 from ..curvature import KINDS, STRUCTURES
-from ..datasets import integer_labels, load_data
+from ..datasets import data_names, integer_labels, load_data
 from ..distributed.cluster import DEFAULT_CONNECT_TIMEOUT, resolve_client, tls_security
 from ..store import check_directory_writable
 
 __all__ = ["int_at_least", "float_at_least", "curvature_arg", "add_cluster_options",
            "client_from_args", "dashboard_link", "add_target_option", "targets",
-           "load_examples", "check_output_file"]
+           "load_examples", "check_output_file", "named_model"]
 
 
 # ---------------------------------------------------------------- argparse types
@@ -144,3 +145,18 @@ def check_output_file(path: str, suffixes: tuple[str, ...]) -> str:
                             else f"no directory {parent}"))
     check_directory_writable(parent, path)
     return suffix
+
+
+def named_model(args, model):
+    """``model`` with the input and output names of ``DATA`` (a CSV header, a bundled data
+    set's feature and class names: `dist_hess.datasets.data_names`) where the model JSON
+    gives none and their number fits; they go into the store with the model."""
+    inputs, outputs = data_names(args.data, targets(args))
+    for names, key in ((inputs, "input_names"), (outputs, "output_names")):
+        if names is None or getattr(model, key) is not None:
+            continue
+        try:
+            model = model.with_names(**{key: names})
+        except ValueError:          # e.g. one label column for several class logits
+            pass
+    return model
