@@ -43,7 +43,7 @@ from .groups import parameter_name
 
 __all__ = ["NonIdentifiableWarning", "NotAMinimumWarning", "Block", "Covariance",
            "pseudo_inverse", "block_indices", "hessian_blocks", "covariance", "RCOND",
-           "LOADING_TOL", "COVARIANCE_BUDGET", "full_covariance_bytes", "check_rcond",
+           "LOADING_TOL", "COVARIANCE_BUDGET", "full_covariance_bytes", "check_rcond", "check_fraction",
            "check_memory_budget", "full_fits", "covariance_label"]
 
 RCOND = 1e-10
@@ -51,19 +51,26 @@ LOADING_TOL = 1e-6
 #: bytes the full covariance may take by default (``memory_budget=None``).
 COVARIANCE_BUDGET = 2 * 2**30
 _WORDS_PER_ENTRY = {"hessian": 6, "inverse": 6, "sandwich": 9}
-METHODS = ("hessian", "sandwich")
+
+
+def check_fraction(value, what: str, *, zero: bool) -> float:
+    """``value`` as a float in ``[0, 1)`` (``zero=True``) or ``(0, 1)``; else a ``TypeError`` /
+    ``ValueError`` naming ``what`` (NaN and booleans are refused)."""
+    interval = "[0, 1)" if zero else "(0, 1)"
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a number in {interval}, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a number in {interval}, got {value!r}") from None
+    if not (0.0 <= number if zero else 0.0 < number) or not number < 1.0:
+        raise ValueError(f"{what} must be a number in {interval}, got {value!r}")
+    return number
 
 
 def check_rcond(rcond) -> float:
-    """``rcond`` as a float in ``[0, 1)``; a ``ValueError`` naming it otherwise."""
-    try:
-        value = float(rcond)
-    except (TypeError, ValueError):
-        raise TypeError(f"rcond must be a number in [0, 1), got {rcond!r}") from None
-    if isinstance(rcond, bool) or not 0.0 <= value < 1.0:
-        raise ValueError(f"rcond must be a number in [0, 1) (eigenvalues <= rcond * max|eigenvalue| "
-                         f"count as zero), got {rcond!r}")
-    return value
+    """``rcond`` (eigenvalues ``<= rcond * max|eigenvalue|`` count as zero) in ``[0, 1)``."""
+    return check_fraction(rcond, "rcond", zero=True)
 
 
 def check_memory_budget(memory_budget) -> int:

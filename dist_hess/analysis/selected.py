@@ -45,8 +45,8 @@ import numpy as np
 
 from ..distributed import evaluate, persist_data
 from ..distributed.cluster import resolve_client
-from .covariance import (Covariance, block_indices, check_memory_budget, hessian_blocks,
-                         noise_variance, warn_singular)
+from .covariance import (Covariance, block_indices, check_fraction, check_memory_budget,
+                         hessian_blocks, noise_variance, warn_singular)
 from .groups import parameter_name
 
 __all__ = ["CGConvergenceWarning", "CurvatureProducts", "BlockPreconditioner",
@@ -67,12 +67,7 @@ class CGConvergenceWarning(UserWarning):
 
 def check_cg_options(tol, max_iter) -> tuple[float, int]:
     """``(tol, max_iter)`` checked: ``0 < tol < 1`` and an integer ``max_iter >= 1``."""
-    try:
-        tol_value = float(tol)
-    except (TypeError, ValueError):
-        raise TypeError(f"cg_tol must be a number in (0, 1), got {tol!r}") from None
-    if isinstance(tol, bool) or not 0.0 < tol_value < 1.0:
-        raise ValueError(f"cg_tol must be a number in (0, 1) (relative residual), got {tol!r}")
+    tol_value = check_fraction(tol, "cg_tol (a relative residual)", zero=False)
     if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
         raise ValueError(f"cg_max_iter must be an integer >= 1, got {max_iter!r}")
     return tol_value, int(max_iter)

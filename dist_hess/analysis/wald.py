@@ -30,8 +30,8 @@ import numpy as np
 from scipy import special
 
 from ..jsonio import dump_json
-from .covariance import (RCOND, check_covariance_options, check_memory_budget, check_rcond,
-                         covariance_label, full_fits, refuse_full, residual_df)
+from .covariance import (RCOND, check_covariance_options, check_fraction, check_memory_budget,
+                         check_rcond, full_fits, refuse_full, residual_df)
 from .covariance import covariance as compute_covariance
 from .groups import parameter_name, parameter_names, parse_group, select_parameters
 from .selected import CG_MAX_ITER, CG_TOL, check_cg_options, selected_covariance
@@ -125,16 +125,16 @@ class WaldTable:
     @property
     def approximation(self) -> bool:
         """``True`` for row/layer blocks: not the standard errors of the fit."""
-        return self.structure != "full"
+        return self.covariance.approximation
 
     @property
     def covariance_type(self) -> str:
         """What the standard errors are, in words (printed in every output)."""
-        return covariance_label(self.covariance_method, self.structure, self.solver)
+        return self.covariance.label
 
     def confidence_interval(self, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
         """``estimate -/+ z_{1-alpha/2} std_error`` per row (``nan`` where not identifiable)."""
-        alpha = _check_alpha(alpha)
+        alpha = check_fraction(alpha, "alpha", zero=False)
         half = special.ndtri(1.0 - alpha / 2.0) * np.where(self.identifiable, self.std_error,
                                                             np.nan)
         return self.estimate - half, self.estimate + half
@@ -257,16 +257,6 @@ class WaldTable:
 
     def __str__(self):
         return self.to_text()
-
-
-def _check_alpha(alpha) -> float:
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise TypeError(f"alpha must be a number in (0, 1), got {alpha!r}") from None
-    if isinstance(alpha, bool) or not 0.0 < value < 1.0:
-        raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
-    return value
 
 
 def wald_table(source, *, covariance: str = "hessian", structure: str = "full",
