@@ -28,6 +28,11 @@ def test_names_round_trip_through_the_json_and_name_every_parameter():
     assert names[:3] == ["L1.0 <- bias", "L1.0 <- age", "L1.0 <- bmi"]
     assert names[6:12] == ["L2.a <- bias", "L2.a <- L1.0", "L2.a <- L1.1", "L2.a <- age",
                            "L2.a <- bmi", "L2.b <- bias"]
+    # masked models (pruning) keep them, through the JSON too
+    from dist_hess.analysis import MaskedModel, model_from_dict
+    masked = MaskedModel(model, np.arange(model.n_params) != 1)
+    assert masked.input_names == model.input_names and masked.pruned([2]).output_names[0] == "a"
+    assert model_from_dict(json.loads(masked.to_json())).input_names == ("age", "bmi")
     # without names: the old labels, and no keys in the JSON
     plain = {k: v for k, v in SPEC.items() if not k.endswith("_names")}
     assert parameter_names(dh.Model.from_dict(plain))[1] == "L1.0 <- x0"

@@ -42,6 +42,7 @@ class MaskedModel(Model):
         if model.mask is not None:
             masked = masked.with_mask(masked.free & model.mask)
         Model.__init__(self, masked.inputs, masked.layers, masked.loss, masked.penalty)
+        self.input_names, self.output_names = model.input_names, model.output_names
 
     @classmethod
     def from_dict(cls, spec: dict) -> "MaskedModel":
