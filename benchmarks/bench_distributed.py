@@ -39,8 +39,9 @@ on how the cores were shared.
 and the packed partial-sum size ``B`` (bytes per shard result: value, count,
 gradient ``t`` x 8, packed row blocks ``sum_k s_k d_k (d_k + 1) / 2`` x 8) with the
 number of nodes and inputs of each tree level. The weights (``t`` x 8 bytes plus the
-model description) are scattered once per call to every worker; Dask's ``sizeof``
-under-reports that object (56 bytes), so its pickled size is printed instead.
+model description) are one key of each call's graph, fetched once per call by every
+worker; Dask's ``sizeof`` under-reports that object (56 bytes), so its pickled size is
+printed instead.
 
 Finally a few micro-measurements feed the scaling model in ``docs/scaling.md``:
 seconds per example per shard (from the task stream), the cost of one
@@ -182,7 +183,7 @@ def classify_transfers(entries, workers) -> dict:
                     out["messages_reduction"] += 1
                 else:
                     out["to_client"] += nbytes
-            elif key.startswith("Payload"):
+            elif key.startswith("payload-"):
                 out["payload"] += nbytes         # Dask's sizeof: not the real size
             elif key.startswith("multipliers-"):
                 out["to_client"] += nbytes

@@ -8,12 +8,8 @@ not change a single bit.
 """
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -26,77 +22,11 @@ from distributed import Client, futures_of, get_task_stream
 import dist_hess as dh
 from dist_hess.distributed import cluster as embedded
 from dist_hess.distributed import persist_data
-from tests.distributed_support import (CASE_IDS, CURVATURES, SHARDINGS, assert_bitwise_equal,
-                                       assert_close, assert_matches_reference, problem, reference)
+from tests.distributed_support import (CASE_IDS, CURVATURES, SHARDINGS, START_TIMEOUT,
+                                       ProcessCluster, assert_bitwise_equal, assert_close,
+                                       assert_matches_reference, problem, reference)
 
 pytestmark = pytest.mark.slow
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-START_TIMEOUT = 90.0
-
-
-class ProcessCluster:
-    """A scheduler and workers, each a ``python -m dask ...`` subprocess in its own
-    session (so one ``killpg`` ends it and anything it started)."""
-
-    def __init__(self, directory):
-        self.directory = directory
-        self.scheduler_file = os.path.join(directory, "scheduler.json")
-        self.env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                        OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.address = None
-
-    def _spawn(self, name, args):
-        log = open(os.path.join(self.directory, f"{name}.log"), "wb")
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "dask", *args], env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True, cwd=self.directory)
-        log.close()
-        return self.procs[name]
-
-    def start_scheduler(self):
-        # --idle-timeout / --death-timeout: orphans end themselves should pytest die hard.
-        proc = self._spawn("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0",
-                                         "--no-dashboard", "--scheduler-file", self.scheduler_file,
-                                         "--idle-timeout", "600"])
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"dask scheduler exited: {self.log('scheduler')}")
-            try:
-                with open(self.scheduler_file) as f:
-                    self.address = json.load(f)["address"]
-                return self.address
-            except (FileNotFoundError, json.JSONDecodeError, KeyError):
-                time.sleep(0.1)
-        raise TimeoutError(f"no scheduler file after {START_TIMEOUT} s: {self.log('scheduler')}")
-
-    def start_worker(self, name):
-        self._spawn(name, ["worker", "--scheduler-file", self.scheduler_file, "--nthreads", "1",
-                           "--host", "127.0.0.1", "--no-dashboard", "--no-nanny", "--name", name,
-                           "--memory-limit", "0", "--death-timeout", "60"])
-
-    def kill(self, name, sig=signal.SIGKILL):
-        proc = self.procs.pop(name)
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
-
-    def log(self, name):
-        with open(os.path.join(self.directory, f"{name}.log"), "rb") as f:
-            return f.read().decode(errors="replace")[-2000:]
-
-    def close(self):
-        for name in [n for n in self.procs if n != "scheduler"] + ["scheduler"]:
-            if name in self.procs:
-                self.kill(name, signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")

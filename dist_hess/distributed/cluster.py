@@ -20,6 +20,11 @@
 
 ``distributed`` is imported only when a cluster is used, so that in-process work
 never pays for it.
+
+While an evaluation runs, :func:`gather_watching_workers` watches the scheduler: a worker
+that dies is replaced by the others (its tasks and data are recomputed from the
+graph), but a scheduler left with no worker at all for :data:`NO_WORKER_TIMEOUT`
+seconds ends the evaluation with a ``RuntimeError`` instead of waiting forever.
 """
 from __future__ import annotations
 
@@ -27,14 +32,20 @@ import atexit
 import os
 import sys
 import threading
+import time
 
-__all__ = ["IN_PROCESS_WORK", "DEFAULT_CONNECT_TIMEOUT", "BLAS_ENV", "resolve_client",
-           "tls_security", "current_client", "connect", "embedded_client", "close_clients"]
+__all__ = ["IN_PROCESS_WORK", "DEFAULT_CONNECT_TIMEOUT", "NO_WORKER_TIMEOUT", "BLAS_ENV",
+           "resolve_client", "tls_security", "current_client", "connect", "embedded_client",
+           "close_clients", "gather_watching_workers"]
 
 #: ``n * t`` below which ``client=None`` (and no current client) stays in-process.
 IN_PROCESS_WORK = 50_000_000
 #: Seconds to wait for a scheduler before giving up.
 DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Seconds an evaluation waits on a scheduler that has no worker at all before it gives up.
+NO_WORKER_TIMEOUT = 60.0
+#: Seconds between two looks at the scheduler's workers while an evaluation runs.
+WORKER_POLL_INTERVAL = 0.5
 #: One BLAS thread per single-threaded worker process: the workers are the parallelism.
 BLAS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -177,3 +188,46 @@ def tls_security(ca_file: str | None = None, cert: str | None = None, key: str |
 
     return Security(tls_ca_file=ca_file, tls_client_cert=cert, tls_client_key=key,
                     require_encryption=True)
+
+
+def gather_watching_workers(client, futures) -> list:
+    """``client.gather(futures)``, given up when the cluster has no worker left.
+
+    A watcher thread asks the scheduler for its workers every
+    :data:`WORKER_POLL_INTERVAL` seconds; once it has had none for
+    :data:`NO_WORKER_TIMEOUT` seconds in a row, the futures are cancelled and this
+    raises ``RuntimeError``, so that a cluster that lost all its workers ends the
+    call within that time instead of hanging. A call that finishes first pays
+    nothing but the thread's start.
+    """
+    finished = threading.Event()
+    gave_up: list[bool] = []
+
+    def watch():
+        alone_since = None
+        while not finished.wait(WORKER_POLL_INTERVAL):
+            try:
+                has_workers = bool(client.nthreads())
+            except Exception:  # noqa: BLE001 -- the client is closing: nothing left to watch
+                return
+            now = time.monotonic()
+            alone_since = None if has_workers else (alone_since or now)
+            if alone_since is not None and now - alone_since >= NO_WORKER_TIMEOUT:
+                gave_up.append(True)
+                client.cancel(futures)
+                return
+
+    watcher = threading.Thread(target=watch, name="dist_hess-worker-watch", daemon=True)
+    watcher.start()
+    try:
+        return client.gather(futures)
+    except BaseException:
+        if gave_up:
+            raise RuntimeError(
+                f"the Dask scheduler at {client.scheduler.address} has had no worker for "
+                f"{NO_WORKER_TIMEOUT:g} s, so the evaluation was cancelled: every worker "
+                f"died or left. Start workers (dask worker {client.scheduler.address}) and "
+                f"run it again") from None
+        raise
+    finally:
+        finished.set()

@@ -12,6 +12,7 @@ depend on the data and its chunking only.
 from __future__ import annotations
 
 import sys
+import threading
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from ..engine import Request, add_sums, finalize, shard_sums
 from ..model import check_direction
 from ..store import (begin_store, create_multipliers, mark_complete, write_multipliers_block,
                      write_results)
-from .cluster import DEFAULT_CONNECT_TIMEOUT, resolve_client
+from .cluster import DEFAULT_CONNECT_TIMEOUT, gather_watching_workers, resolve_client
 from .data import Shards, as_shards
 from .packing import pack_sums, unpack_sums
 from .tasks import Payload, StoreTarget, combine, multipliers_of, shard_task
@@ -159,19 +160,26 @@ def _run_in_process(shards: Shards, payload: Payload, target, split_every, progr
     return tree_reduce(leaves(), add_sums, split_every), collected or None
 
 
-def _graph(shards: Shards, payload_ref, target, split_every, collect_multipliers):
-    """Delayed root of the reduction tree, and one multipliers getter per shard."""
+def _graph(shards: Shards, payload: Payload, target, split_every, collect_multipliers):
+    """Delayed root of the reduction tree, and one multipliers getter per shard.
+
+    The payload is one key of the graph that every leaf depends on: a worker fetches
+    it once from a peer, and a worker that dies holding it costs a recomputation
+    from the graph, never a lost input (a scattered or broadcast payload has no
+    recipe to rebuild it from, and its replication can wait forever on a dead worker).
+    """
     from dask import delayed
 
     token = uuid.uuid4().hex[:12]
+    payload_ref = delayed(payload, name=f"payload-{token}", traverse=False)
     leaves = [delayed(shard_task)(payload_ref, X, Y, start, target,
-                                             dask_key_name=f"shard-{token}-{i}")
+                                  dask_key_name=f"shard-{token}-{i}")
               for i, (start, X, Y) in enumerate(shards.dask_blocks())]
     level = leaves
     for depth, groups in enumerate(tree_groups(len(leaves), split_every), start=1):
         level = [level[g[0]] if len(g) == 1 else
                  delayed(combine)(*(level[j] for j in g),
-                                             dask_key_name=f"combine-{token}-{depth}-{i}")
+                                  dask_key_name=f"combine-{token}-{depth}-{i}")
                  for i, g in enumerate(groups)]
     getters = []
     if collect_multipliers and len(leaves) > 1:
@@ -199,14 +207,28 @@ def _run_dask_local(shards, payload, target, split_every, progress, collect):
 
 
 def _run_distributed(client, shards, payload, target, split_every, progress, collect):
-    # Released when this function returns (the last reference goes).
-    payload_ref = client.scatter(payload, broadcast=True, hash=False)
-    root, getters = _graph(shards, payload_ref, target, split_every, collect)
+    root, getters = _graph(shards, payload, target, split_every, collect)
     futures = client.compute([root, *getters])
-    if progress:
-        from distributed import progress as progress_bar
+    bar = _show_progress(client, futures) if progress else None
+    results = gather_watching_workers(client, futures)
+    if bar is not None:
+        bar.join(timeout=2.0)             # let the text bar print its last line
+    return _split_root(results)
+
+
+def _show_progress(client, futures) -> threading.Thread | None:
+    """A progress bar of ``futures``: a notebook widget, or a text bar in a thread (it
+    blocks until the futures end, and the gather must not wait for it)."""
+    from distributed import progress as progress_bar
+    from distributed.utils import is_kernel
+
+    if is_kernel():
         progress_bar(futures, scheduler=client.scheduler.address)
-    return _split_root(list(client.gather(futures)))
+        return None
+    bar = threading.Thread(target=progress_bar, args=(futures,),
+                           kwargs={"scheduler": client.scheduler.address}, daemon=True)
+    bar.start()
+    return bar
 
 
 # ---------------------------------------------------------------- evaluate

@@ -1,7 +1,7 @@
 """The functions that run on the workers: one shard's sums, and a combine step.
 
 They are module-level so that Dask pickles them by reference; their arguments
-are the weights payload (scattered once per call), one shard of ``X, Y`` and,
+are the weights payload (one key of each call's graph), one shard of ``X, Y`` and,
 when multipliers go to a store, where to write them.
 """
 from __future__ import annotations
