@@ -24,25 +24,30 @@ store for a result:
 3. :func:`write_results` (value, gradient, curvature);
 4. :func:`mark_complete`.
 
-:func:`write_store` does all four from in-memory results (checkpoints,
-analysis). :func:`open_store` reads a complete store back, read-only.
+``dh.evaluate`` and :func:`write_store` (which does all four from in-memory
+results) run them inside :func:`staged`: the store is written under a temporary
+name next to its path, by one writer at a time, and renamed into place only when
+complete (`dist_hess.atomic`); a failed write leaves the previous store as it was.
+:func:`open_store` reads a complete store back, read-only.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import zarr
 import zarr.errors
 
+from .atomic import exclusive_lock, replacing
 from .curvature import KINDS, STRUCTURES, check_curvature
 from .model import Model
 
-__all__ = ["FORMAT", "Store", "open_store", "write_store",
+__all__ = ["FORMAT", "Store", "open_store", "write_store", "staged",
            "check_writable", "check_directory_writable", "update_attrs",
            "begin_store", "create_multipliers", "write_multipliers_block",
            "write_results", "mark_complete", "curvature_path", "multipliers_path"]
@@ -229,6 +234,26 @@ def mark_complete(group: zarr.Group) -> None:
     group.attrs["complete"] = True
 
 
+@contextlib.contextmanager
+def staged(path) -> Iterator[str]:
+    """Where to write a store that is to replace ``path`` (a context manager).
+
+    For a local path: yields a temporary directory next to it, renamed to ``path``
+    in one step when the block ends without an exception (and removed when it
+    raises, leaving ``path`` as it was), while an exclusive lock keeps other
+    writers of ``path`` out (`dist_hess.atomic.replacing`). Raises ``ValueError``
+    when another writer holds the lock, or `check_writable` refuses ``path``. A URL
+    is written in place (object stores have no rename, no lock).
+    """
+    location = check_writable(path)
+    if "://" in location:
+        yield location
+        return
+    with replacing(location) as staging:
+        _refuse_foreign(location)            # again, now that no other writer can change it
+        yield staging
+
+
 def write_store(path, model, weights, *, n_examples: int, value: float | None = None,
                 gradient: np.ndarray | None = None,
                 curvature: Mapping[tuple[str, str], Any] | None = None,
@@ -241,16 +266,17 @@ def write_store(path, model, weights, *, n_examples: int, value: float | None = 
     ``curvature`` maps ``(kind, structure)`` to the engine's result; extra
     JSON ``attrs`` (e.g. a training iteration) are stored next to the contract's.
     """
-    group = begin_store(path, model, weights, n_examples=n_examples, attrs=attrs)
-    if multipliers is not None:
-        rows = chunk_rows or max(1, int(n_examples))
-        names = create_multipliers(group, [np.shape(m)[1] for m in multipliers],
-                                   n_examples=n_examples, chunk_rows=rows,
-                                   first_layer=multipliers_first_layer)
-        for name, block in zip(names, multipliers):
-            group[name][...] = np.asarray(block, dtype=np.float64)
-    write_results(group, value=value, gradient=gradient, curvature=curvature)
-    mark_complete(group)
+    with staged(path) as location:
+        group = begin_store(location, model, weights, n_examples=n_examples, attrs=attrs)
+        if multipliers is not None:
+            rows = chunk_rows or max(1, int(n_examples))
+            names = create_multipliers(group, [np.shape(m)[1] for m in multipliers],
+                                       n_examples=n_examples, chunk_rows=rows,
+                                       first_layer=multipliers_first_layer)
+            for name, block in zip(names, multipliers):
+                group[name][...] = np.asarray(block, dtype=np.float64)
+        write_results(group, value=value, gradient=gradient, curvature=curvature)
+        mark_complete(group)
     return _store_location(path)
 
 
@@ -266,15 +292,18 @@ def update_attrs(path, attrs: Mapping[str, Any]) -> str:
     Atomic on a local file system: the attributes live in the group's ``zarr.json``,
     which zarr's local store replaces by writing a temporary file and renaming it, so a
     reader sees the old or the new attributes, never a mix (object stores replace an
-    object whole). When stores gain a writer lock and attribute checksums (issue 13),
-    this function takes the lock and writes the new checksums in the same document.
+    object whole). A local store's writer lock is held meanwhile
+    (`dist_hess.atomic.exclusive_lock`): a concurrent writer of the same path gets a
+    ``ValueError``, and this one gets it while a writer replaces the store.
     """
     store = open_store(path)
     reserved = sorted(set(attrs) & set(_CONTRACT_ATTRS))
     if reserved:
         raise ValueError(f"update_attrs cannot change the contract attributes {reserved}")
-    group = zarr.open_group(store.path, mode="r+")
-    group.attrs.update(_json_attr(dict(attrs)))
+    local = "://" not in store.path
+    with exclusive_lock(store.path) if local else contextlib.nullcontext():
+        group = zarr.open_group(store.path, mode="r+")
+        group.attrs.update(_json_attr(dict(attrs)))
     return store.path
 
 

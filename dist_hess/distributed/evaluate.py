@@ -11,6 +11,7 @@ depend on the data and its chunking only.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import uuid
@@ -23,8 +24,8 @@ import numpy as np
 from ..curvature import STRUCTURES, check_curvature, check_hvp_kind
 from ..engine import Request, add_sums, finalize, shard_sums
 from ..model import check_direction
-from ..store import (begin_store, create_multipliers, mark_complete, write_multipliers_block,
-                     write_results)
+from ..store import (begin_store, create_multipliers, mark_complete, open_store, staged,
+                     write_multipliers_block, write_results)
 from .cluster import DEFAULT_CONNECT_TIMEOUT, gather_watching_workers, resolve_client
 from .data import Shards, as_shards
 from .packing import pack_sums, unpack_sums
@@ -231,6 +232,18 @@ def _show_progress(client, futures) -> threading.Thread | None:
     return bar
 
 
+def _multipliers_target(group, location: str, model, shards: Shards) -> StoreTarget:
+    """Empty multipliers arrays in ``group``, chunked so that every shard writes whole chunks."""
+    rows = shards.store_chunk_rows()
+    if -(-shards.n_examples // rows) > 4 * shards.n_shards:     # many chunks per shard
+        warnings.warn(f"multipliers are stored in zarr chunks of {rows} rows, the largest "
+                      f"divisor of every shard boundary; rechunk X evenly "
+                      f"(chunk_size=N) for faster writes", stacklevel=3)
+    names = create_multipliers(group, model.sizes[1:], n_examples=shards.n_examples,
+                               chunk_rows=rows)
+    return StoreTarget(location, tuple(names))
+
+
 # ---------------------------------------------------------------- evaluate
 
 def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
@@ -250,7 +263,10 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
         (``"row"``, ``"layer"`` or ``"full"``).
     multipliers : also return the multipliers ``e^k`` (per example, ``(n, s_k)``).
     store : a path/URL; the results are written there as a zarr store
-        (DESIGN.md §5), the multipliers by the workers themselves.
+        (DESIGN.md §5), the multipliers by the workers themselves. A local store is
+        written under a temporary name next to ``store`` and renamed into place at
+        the end (`dist_hess.store.staged`): a failed call leaves a previous store
+        there as it was, and a second writer of the same path gets a ``ValueError``.
     client : ``None`` (current client, else in-process when small, else an
         embedded ``LocalCluster``), a ``distributed.Client``, or a scheduler address.
     split_every : fan-in of the reduction tree (default 4).
@@ -283,45 +299,40 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
     resolved = resolve_client(client, work=shards.n_examples * model.n_params,
                               security=security, connect_timeout=connect_timeout)
 
-    group, target = None, None
-    if store is not None:
-        group = begin_store(store, model, w, n_examples=shards.n_examples)
-        if multipliers:
-            rows = shards.store_chunk_rows()
-            if -(-shards.n_examples // rows) > 4 * shards.n_shards:     # many chunks per shard
-                warnings.warn(f"multipliers are stored in zarr chunks of {rows} rows, the largest "
-                              f"divisor of every shard boundary; rechunk X evenly "
-                              f"(chunk_size=N) for faster writes", stacklevel=2)
-            names = create_multipliers(group, model.sizes[1:], n_examples=shards.n_examples,
-                                       chunk_rows=rows)
-            target = StoreTarget(str(store), tuple(names))
-    collect = bool(multipliers) and target is None
+    with staged(store) if store is not None else contextlib.nullcontext() as location:
+        group, target = None, None
+        if location is not None:                # a temporary directory, renamed at the end
+            group = begin_store(location, model, w, n_examples=shards.n_examples)
+            if multipliers:
+                target = _multipliers_target(group, location, model, shards)
+        collect = bool(multipliers) and target is None
 
-    if resolved is not None:
-        root, per_shard = _run_distributed(resolved, shards.as_dask(), payload, target,
-                                           split_every, progress, collect)
-    elif shards.lazy:
-        root, per_shard = _run_dask_local(shards, payload, target, split_every, progress,
-                                          collect)
-    else:
-        root, per_shard = _run_in_process(shards, payload, target, split_every, progress)
+        if resolved is not None:
+            root, per_shard = _run_distributed(resolved, shards.as_dask(), payload, target,
+                                               split_every, progress, collect)
+        elif shards.lazy:
+            root, per_shard = _run_dask_local(shards, payload, target, split_every, progress,
+                                              collect)
+        else:
+            root, per_shard = _run_in_process(shards, payload, target, split_every, progress)
 
-    sums = finalize(model, w, unpack_sums(root), request)
-    blocks = {(kind, struct): sums[f"curvature/{kind}/{struct}"] for kind, struct in specs}
-    products = [sums[f"hvp/{i}"] for i in range(len(hvp_pairs))]
-    result = Evaluation(value=float(sums["value"]), gradient=np.asarray(sums["gradient"]),
-                        n_examples=int(sums["n"]), blocks=blocks,
-                        hvp=(products[0] if hvp_single else products) if hvp_pairs else None,
-                        directional=None if direction is None else np.asarray(sums["directional"]),
-                        store=None if store is None else str(store))
+        sums = finalize(model, w, unpack_sums(root), request)
+        blocks = {(kind, struct): sums[f"curvature/{kind}/{struct}"] for kind, struct in specs}
+        products = [sums[f"hvp/{i}"] for i in range(len(hvp_pairs))]
+        result = Evaluation(value=float(sums["value"]), gradient=np.asarray(sums["gradient"]),
+                            n_examples=int(sums["n"]), blocks=blocks,
+                            hvp=(products[0] if hvp_single else products) if hvp_pairs else None,
+                            directional=(None if direction is None
+                                         else np.asarray(sums["directional"])),
+                            store=None if store is None else str(store))
+        if group is not None:
+            write_results(group, value=result.value, gradient=result.gradient, curvature=blocks)
+            mark_complete(group)
     if multipliers:
-        if target is not None:
-            import dask.array as da
-            result.multipliers = [da.from_zarr(target.path, component=name)
-                                  for name in target.names]
+        if target is not None:                  # read back from the store, now in place
+            stored = open_store(store)
+            result.multipliers = [stored.multipliers(k)
+                                  for k in range(1, len(model.sizes))]
         else:
             result.multipliers = [np.concatenate(layer, axis=0) for layer in zip(*per_shard)]
-    if group is not None:
-        write_results(group, value=result.value, gradient=result.gradient, curvature=blocks)
-        mark_complete(group)
     return result
