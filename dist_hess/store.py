@@ -22,13 +22,18 @@ store for a result:
 2. :func:`create_multipliers`, then :func:`write_multipliers_block` per shard
    (on the workers, each task its own rows, chunk-aligned);
 3. :func:`write_results` (value, gradient, curvature);
-4. :func:`mark_complete`.
+4. :func:`mark_complete` (with a checksum of every attribute).
 
 ``dh.evaluate`` and :func:`write_store` (which does all four from in-memory
 results) run them inside :func:`staged`: the store is written under a temporary
 name next to its path, by one writer at a time, and renamed into place only when
 complete (`dist_hess.atomic`); a failed write leaves the previous store as it was.
-:func:`open_store` reads a complete store back, read-only.
+
+Every array is float64, compressed and then checksummed (``crc32c``), with every
+chunk written and NaN as its (never read) fill value. :func:`open_store` reads a
+complete store back, read-only, after checking its attributes and the presence,
+shape and chunks of every array against the model; damage anywhere raises
+`DamagedStoreError` naming the array and chunk (`dist_hess.integrity`).
 """
 from __future__ import annotations
 
@@ -42,17 +47,23 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import zarr
 import zarr.errors
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from .atomic import exclusive_lock, replacing
-from .curvature import KINDS, STRUCTURES, check_curvature
+from .curvature import KINDS, check_curvature
+from .integrity import (DamagedStoreError, attribute_checksums, check_attribute_checksums, lazy,
+                        missing_chunks, open_strict, read)
 from .model import Model
 
-__all__ = ["FORMAT", "Store", "open_store", "write_store", "staged",
+__all__ = ["FORMAT", "Store", "DamagedStoreError", "open_store", "write_store", "staged",
            "check_writable", "check_directory_writable", "update_attrs",
            "begin_store", "create_multipliers", "write_multipliers_block",
            "write_results", "mark_complete", "curvature_path", "multipliers_path"]
 
 FORMAT = "dist_hess/1"
+#: The attribute written with ``complete``: ``{"attributes": {name: digest of every other
+#: attribute}, "arrays": [path of every array]}``, checked by :func:`open_store`.
+INTEGRITY = "integrity"
 
 
 # ---------------------------------------------------------------- names
@@ -96,6 +107,24 @@ def _model_dict(model) -> dict:
 
 
 # ---------------------------------------------------------------- writing
+
+#: Compressed, then checksummed: a changed or truncated chunk fails the check before
+#: it is decompressed.
+CODECS = (ZstdCodec(level=0), Crc32cCodec())
+#: Every chunk is written, even one equal to the fill value, so that a missing chunk
+#: always means damage (`dist_hess.integrity.StrictStore`).
+WRITE_EVERY_CHUNK = {"write_empty_chunks": True}
+
+
+def _create_array(group: zarr.Group, name: str, data=None, **kwargs) -> zarr.Array:
+    """The one way arrays are created in a store: float64, `CODECS`, NaN fill, every chunk."""
+    if data is not None:
+        data = np.asarray(data, dtype=np.float64)
+    else:
+        kwargs.setdefault("dtype", "float64")
+    return group.create_array(name, data=data, compressors=CODECS, fill_value=np.nan,
+                              config=WRITE_EVERY_CHUNK, overwrite=True, **kwargs)
+
 
 def _refuse_foreign(location: str) -> None:
     """Overwriting is allowed for dist_hess stores and empty or missing paths only."""
@@ -169,7 +198,7 @@ def begin_store(path, model, weights, *, n_examples: int,
     weights = np.asarray(weights, dtype=np.float64)
     if weights.ndim != 1:
         raise ValueError(f"weights must be a vector (t,), got shape {weights.shape}")
-    group.create_array("weights", data=weights)
+    _create_array(group, "weights", weights)
     return group
 
 
@@ -177,14 +206,14 @@ def create_multipliers(group: zarr.Group, units: Sequence[int], *, n_examples: i
                        chunk_rows: int, first_layer: int = 1) -> list[str]:
     """Empty ``multipliers/layer_<k>`` arrays ``(n, s_k)`` with ``chunk_rows`` rows per chunk.
 
-    Returns their paths in layer order. Rows never written read as NaN.
+    Returns their paths in layer order. Rows never written are missing chunks
+    (refused on read).
     """
     paths = []
     for offset, s_k in enumerate(units):
         name = multipliers_path(first_layer + offset)
-        group.create_array(name, shape=(int(n_examples), int(s_k)), dtype="float64",
-                           chunks=(max(1, int(chunk_rows)), max(1, int(s_k))),
-                           fill_value=np.nan)
+        _create_array(group, name, shape=(int(n_examples), int(s_k)),
+                      chunks=(max(1, int(chunk_rows)), max(1, int(s_k))))
         paths.append(name)
     return paths
 
@@ -202,7 +231,7 @@ def write_multipliers_block(path, names: Sequence[str], start: int,
         block = np.asarray(block, dtype=np.float64)
         if block.shape[0] == 0:
             continue
-        array = zarr.open_array(location, path=name, mode="r+")
+        array = zarr.open_array(location, path=name, mode="r+").with_config(WRITE_EVERY_CHUNK)
         array[start:start + block.shape[0]] = block
 
 
@@ -215,23 +244,33 @@ def write_results(group: zarr.Group, *, value: float | None = None,
     ``(t, t)`` array for ``full``.
     """
     if value is not None:
-        group.create_array("value", data=np.asarray(value, dtype=np.float64), overwrite=True)
+        _create_array(group, "value", value)
     if gradient is not None:
-        group.create_array("gradient", data=np.asarray(gradient, dtype=np.float64),
-                           overwrite=True)
+        _create_array(group, "gradient", gradient)
     for (kind, structure), result in (curvature or {}).items():
         if structure == "full":
-            group.create_array(curvature_path(kind, structure),
-                               data=np.asarray(result, dtype=np.float64), overwrite=True)
+            _create_array(group, curvature_path(kind, structure), result)
             continue
         for k, block in enumerate(result, start=1):
-            group.create_array(curvature_path(kind, structure, k),
-                               data=np.asarray(block, dtype=np.float64), overwrite=True)
+            _create_array(group, curvature_path(kind, structure, k), block)
+
+
+def _own_attrs(attrs: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in attrs.items() if k not in ("complete", INTEGRITY)}
+
+
+def _arrays(group: zarr.Group) -> dict[str, zarr.Array]:
+    """Every array in ``group`` by its path."""
+    return {name: node for name, node in group.members(max_depth=None)
+            if isinstance(node, zarr.Array)}
 
 
 def mark_complete(group: zarr.Group) -> None:
-    """The last write: readers accept the store from now on."""
-    group.attrs["complete"] = True
+    """The last write: `INTEGRITY` (attribute digests, array list) and ``complete=true``,
+    in one document. Readers accept the store from now on."""
+    integrity = {"attributes": attribute_checksums(_own_attrs(group.attrs.asdict())),
+                 "arrays": sorted(_arrays(group))}
+    group.attrs.update({INTEGRITY: integrity, "complete": True})
 
 
 @contextlib.contextmanager
@@ -274,7 +313,8 @@ def write_store(path, model, weights, *, n_examples: int, value: float | None = 
                                        n_examples=n_examples, chunk_rows=rows,
                                        first_layer=multipliers_first_layer)
             for name, block in zip(names, multipliers):
-                group[name][...] = np.asarray(block, dtype=np.float64)
+                group[name].with_config(WRITE_EVERY_CHUNK)[...] = np.asarray(block,
+                                                                             dtype=np.float64)
         write_results(group, value=value, gradient=gradient, curvature=curvature)
         mark_complete(group)
     return _store_location(path)
@@ -292,18 +332,27 @@ def update_attrs(path, attrs: Mapping[str, Any]) -> str:
     Atomic on a local file system: the attributes live in the group's ``zarr.json``,
     which zarr's local store replaces by writing a temporary file and renaming it, so a
     reader sees the old or the new attributes, never a mix (object stores replace an
-    object whole). A local store's writer lock is held meanwhile
-    (`dist_hess.atomic.exclusive_lock`): a concurrent writer of the same path gets a
-    ``ValueError``, and this one gets it while a writer replaces the store.
+    object whole). The `INTEGRITY` digests cover what the writer wrote: replacing such an
+    attribute rewrites its digest in the same document; a new attribute (an annotation
+    such as ``pruning_path``) is not covered. A local store's writer lock is held
+    meanwhile (`dist_hess.atomic.exclusive_lock`): a concurrent writer of the same path
+    gets a ``ValueError``, and this one gets it while a writer replaces the store.
     """
     store = open_store(path)
-    reserved = sorted(set(attrs) & set(_CONTRACT_ATTRS))
+    reserved = sorted(set(attrs) & {*_CONTRACT_ATTRS, INTEGRITY})
     if reserved:
         raise ValueError(f"update_attrs cannot change the contract attributes {reserved}")
     local = "://" not in store.path
     with exclusive_lock(store.path) if local else contextlib.nullcontext():
         group = zarr.open_group(store.path, mode="r+")
-        group.attrs.update(_json_attr(dict(attrs)))
+        update = _json_attr(dict(attrs))
+        integrity = group.attrs.asdict().get(INTEGRITY)
+        covered = {} if integrity is None else integrity["attributes"]
+        replaced = {key: value for key, value in update.items() if key in covered}
+        if replaced:                           # their digests follow, in the same document
+            update[INTEGRITY] = {**integrity, "attributes": {
+                **covered, **attribute_checksums(replaced)}}
+        group.attrs.update(update)
     return store.path
 
 
@@ -311,14 +360,18 @@ def update_attrs(path, attrs: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Store:
-    """A complete dist_hess store, opened read-only (use :func:`open_store`).
+    """A complete dist_hess store, opened read-only and checked (use :func:`open_store`).
 
-    Scalars and vectors are read eagerly; curvature and multipliers on request.
-    ``group`` is the raw zarr group (mode ``"r"``).
+    Scalars and vectors are read on access, curvature and multipliers on request;
+    every read checks its chunks (`DamagedStoreError` when damaged). ``group`` is
+    the raw zarr group (mode ``"r"``, missing chunks refused).
     """
 
     path: str
     group: zarr.Group = field(repr=False)
+
+    def _read(self, name: str) -> np.ndarray:
+        return read(self.group[name], name, self.path)
 
     @property
     def attrs(self) -> dict:
@@ -326,7 +379,7 @@ class Store:
         return dict(self.group.attrs)
 
     @property
-    def model(self):
+    def model(self) -> Model:
         return Model.from_dict(self.group.attrs["model"])
 
     @property
@@ -335,15 +388,15 @@ class Store:
 
     @property
     def weights(self) -> np.ndarray:
-        return self.group["weights"][...]
+        return self._read("weights")
 
     @property
     def value(self) -> float | None:
-        return float(self.group["value"][...]) if "value" in self.group else None
+        return float(self._read("value")) if "value" in self.group else None
 
     @property
     def gradient(self) -> np.ndarray | None:
-        return self.group["gradient"][...] if "gradient" in self.group else None
+        return self._read("gradient") if "gradient" in self.group else None
 
     @property
     def curvatures(self) -> list[tuple[str, str]]:
@@ -364,10 +417,9 @@ class Store:
             raise KeyError(f"store {self.path!r} has no {kind}:{structure} curvature "
                            f"(it has: {have})")
         if structure == "full":
-            return self.group[curvature_path(kind, structure)][...]
-        node = self.group[curvature_path(kind, structure)]
-        layers = sorted(int(name.split("_")[1]) for name, _ in node.members())
-        return [node[f"layer_{k}"][...] for k in layers]
+            return self._read(curvature_path(kind, structure))
+        m = len(self.group.attrs["model"]["layers"])
+        return [self._read(curvature_path(kind, structure, k)) for k in range(1, m + 1)]
 
     @property
     def multiplier_layers(self) -> list[int]:
@@ -377,27 +429,94 @@ class Store:
         return sorted(int(name.split("_")[1]) for name, _ in self.group["multipliers"].members())
 
     def multipliers(self, k: int):
-        """Multipliers ``e^k`` of layer ``k``, ``(n, s_k)``, as a lazy dask array."""
-        import dask.array as da
+        """Multipliers ``e^k`` of layer ``k``, ``(n, s_k)``, as a lazy dask array
+        (each chunk checked when computed)."""
         if k not in self.multiplier_layers:
             raise KeyError(f"store {self.path!r} has no multipliers for layer {k} "
                            f"(it has layers {self.multiplier_layers or 'none'})")
-        return da.from_zarr(self.group[multipliers_path(k)])
+        name = multipliers_path(k)
+        return lazy(self.group[name], name, self.path)
+
+
+def _expected_shapes(model: Model, n_examples: int) -> dict[str, tuple]:
+    """Shape of every array the contract allows in ``group``, present or not (DESIGN.md §5)."""
+    t = model.n_params
+    shapes = {"weights": (t,), "value": (), "gradient": (t,)}
+    for kind in KINDS:
+        shapes[curvature_path(kind, "full")] = (t, t)
+        for k, (s, d) in enumerate(model.layer_shapes, start=1):
+            shapes[curvature_path(kind, "row", k)] = (s, d, d)
+            shapes[curvature_path(kind, "layer", k)] = (s * d, s * d)
+    for k, s_k in enumerate(model.sizes):
+        shapes[multipliers_path(k)] = (n_examples, s_k)
+    return shapes
+
+
+def _check_store(group: zarr.Group, location: str) -> None:
+    """Attributes against their checksums, every array against the model (DESIGN.md §5).
+
+    Raises `DamagedStoreError` naming the first attribute, array or chunk that is wrong.
+    """
+    attrs = group.attrs.asdict()
+    try:
+        arrays = _arrays(group)
+    except Exception as err:  # noqa: BLE001 -- zarr raises many types for unreadable metadata
+        raise DamagedStoreError(f"store {location!r}: the metadata of its arrays cannot be "
+                                f"read ({type(err).__name__}: {err})") from None
+    integrity = attrs.get(INTEGRITY)
+    if integrity is not None:                      # stores written before it: no such check
+        check_attribute_checksums(_own_attrs(attrs), integrity["attributes"], location)
+        for name in integrity["arrays"]:
+            if name not in arrays:
+                raise DamagedStoreError(f"store {location!r}: array {name!r} is missing")
+    try:
+        model = Model.from_dict(attrs.get("model"))
+    except (TypeError, ValueError) as err:
+        raise DamagedStoreError(f"store {location!r}: its 'model' attribute is not a model "
+                                f"({err})") from None
+    n = attrs.get("n_examples")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise DamagedStoreError(f"store {location!r}: its 'n_examples' attribute must be a "
+                                f"positive integer, got {n!r}")
+    if "weights" not in arrays:
+        raise DamagedStoreError(f"store {location!r}: array 'weights' is missing")
+    shapes = _expected_shapes(model, n)
+    for name, array in sorted(arrays.items()):
+        if name not in shapes:
+            continue                               # not the contract's: not ours to judge
+        if array.shape != shapes[name] or array.dtype != np.float64:
+            raise DamagedStoreError(
+                f"store {location!r}: array {name!r} has shape {array.shape} and dtype "
+                f"{array.dtype}, expected {shapes[name]} float64 for this model and "
+                f"n_examples={n}")
+        if missing_chunks(array):
+            read(array, name, location)            # raises, naming the missing chunk
+    for name in ("weights", "value", "gradient"):  # small: their checksums now, not on use
+        if name in arrays:
+            read(arrays[name], name, location)
 
 
 def open_store(path) -> Store:
     """Open a store written by ``dh.evaluate`` / ``write_store`` / training, read-only.
 
-    Raises ``ValueError`` for a group that is not a dist_hess store and for one
-    whose writer never finished (no ``complete=true``).
+    Raises ``FileNotFoundError`` when nothing is at ``path``; ``ValueError`` for a
+    group that is not a dist_hess store and for one whose writer never finished
+    (no ``complete=true``); `DamagedStoreError` (a ``ValueError``) naming the
+    attribute, array or chunk when the store is damaged: an attribute changed after
+    writing, an array missing or of the wrong shape for the model and
+    ``n_examples``, a chunk missing or failing its checksum (weights, value and
+    gradient are read now; curvature and multipliers are checked when read).
     """
     location = _store_location(path)
     if "://" not in location and not os.path.exists(location):
         raise FileNotFoundError(f"no store at {location!r}")
     try:
-        group = zarr.open_group(location, mode="r")
+        group = open_strict(location)
     except (zarr.errors.NodeNotFoundError, FileNotFoundError):
         raise ValueError(f"{location!r} is not a dist_hess store: no zarr group there") from None
+    except Exception as err:  # noqa: BLE001 -- zarr raises many types for unreadable metadata
+        raise DamagedStoreError(f"store {location!r}: its zarr.json cannot be read "
+                                f"({type(err).__name__}: {err})") from None
     fmt = group.attrs.get("format")
     if fmt != FORMAT:
         raise ValueError(f"{location!r} is not a dist_hess store: its format attribute is "
@@ -406,4 +525,5 @@ def open_store(path) -> Store:
         raise ValueError(f"{location!r} is an incomplete dist_hess store (no complete=true): "
                          f"the run writing it was interrupted or is still going; "
                          f"recompute it")
+    _check_store(group, location)
     return Store(path=location, group=group)
