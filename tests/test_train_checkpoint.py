@@ -265,3 +265,47 @@ def test_resume_after_the_process_is_killed(tmp_path):
     assert without_seconds(resumed.history[:stored.iteration]) == without_seconds(stored.history)
     assert without_seconds(resumed.history) == without_seconds(straight.history)
     np.testing.assert_array_equal(resumed.w, straight.w)
+
+
+CREATING_CHILD = textwrap.dedent("""
+    import sys
+    sys.path[:0] = [{repo!r}]
+    from tests.test_train_problems import Rosenbrock
+    from dist_hess.train.checkpoint import CheckpointWriter, model_fingerprint
+    from dist_hess.train.strategies import make_strategy
+    import zarr  # noqa: F401  (loaded before the clock starts)
+    config, fingerprint = make_strategy("newton").config(), model_fingerprint(Rosenbrock())
+    print("ready", flush=True)
+    for i in range(100_000):                    # nothing but creating checkpoints
+        CheckpointWriter({directory!r} + f"/fit-{{i}}.zarr", method="newton", strategy=config,
+                         globalization="trust-region", model=fingerprint)
+""")
+
+
+@pytest.mark.slow
+def test_checkpoint_creation_killed_early_then_rerun_works(tmp_path):
+    """A process that does nothing but create checkpoints is SIGKILLed at several moments,
+    so the kill lands inside a creation: a rerun of the fit on the checkpoint that was
+    being created (and on the one before) works and ends where an uninterrupted fit ends."""
+    straight = fit(Rosenbrock(), None, None, method="newton", max_iter=1000)
+    for trial, delay in enumerate((0.05, 0.13, 0.31, 0.57, 0.89)):
+        directory = tmp_path / f"trial-{trial}"
+        directory.mkdir()
+        child = subprocess.Popen([sys.executable, "-c", CREATING_CHILD.format(
+                                  repo=str(REPO), directory=str(directory))],
+                                 stdout=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            time.sleep(delay)
+            os.kill(child.pid, 9)
+        finally:
+            child.kill()
+            child.wait(timeout=60)
+        made = sorted(directory.glob("fit-*.zarr"), key=lambda p: int(p.stem.split("-")[1]))
+        assert made, "the child was killed before it created any checkpoint"
+        for path in made[-2:]:
+            resumed = fit(Rosenbrock(), None, None, method="newton", checkpoint=path,
+                          max_iter=1000)
+            np.testing.assert_array_equal(resumed.w, straight.w)
+            assert without_seconds(resumed.history) == without_seconds(straight.history)

@@ -22,6 +22,10 @@ the attributes are either old or new. A group without ``complete_iteration`` hol
 usable state and is started afresh. A checkpoint written before ``strategy_state``
 existed reads as an empty strategy state.
 
+A fresh checkpoint (attributes and empty slots) is built under a temporary name next
+to its path and renamed into place (`dist_hess.atomic`): a process killed while
+creating it leaves nothing there, or what was there, and the rerun starts afresh.
+
 zarr is imported by `_open`, on the first checkpoint read or written, so that a fit
 without a checkpoint does not pay for loading it.
 """
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..atomic import replacing
 from .result import IterationRecord
 
 __all__ = ["FORMAT", "CheckpointState", "CheckpointWriter", "read_checkpoint", "model_fingerprint"]
@@ -123,28 +128,44 @@ def read_checkpoint(path) -> CheckpointState | None:
                            status=attrs.get("status"), history=history, slot=slot)
 
 
+def _create(path, attrs: dict, n_params: int) -> None:
+    """A checkpoint with ``attrs`` and empty weight slots at ``path``, created in one step.
+
+    Built in a temporary directory next to ``path`` and renamed into place
+    (`dist_hess.atomic.replacing`), so that a process killed while creating it
+    leaves ``path`` as it was, never a half-made group. A URL is created in place.
+    """
+    if "://" in str(path):
+        _fill(_open(path, "w"), attrs, n_params)
+        return
+    with replacing(path) as staging:
+        _fill(_open(staging, "w"), attrs, n_params)
+
+
+def _fill(group, attrs: dict, n_params: int) -> None:
+    group.attrs.put(attrs)
+    for name in SLOTS:
+        group.create_array(name, shape=(n_params,), dtype="float64",
+                           chunks=(max(1, n_params),), overwrite=True)
+
+
 class CheckpointWriter:
     """Writes `CheckpointState`-shaped snapshots to ``path`` after every iteration."""
 
     def __init__(self, path, *, method: str, strategy: dict, globalization: str, model: dict,
                  resume_slot: int | None = None):
-        group = _open(path, "a")
-        if group is None:                                       # pragma: no cover
-            group = _open(path, "w")
-        existing = group.attrs.asdict()
+        group = _open(path, "r")
+        existing = {} if group is None else group.attrs.asdict()
         if existing and existing.get("format") != FORMAT:
             raise ValueError(f"{str(path)!r} exists and is not a dist_hess fit checkpoint; "
                              f"refusing to overwrite it")
         self.path = path
-        self.group = group
         self.n_params = int(model["n_params"])
         self.base = {"format": FORMAT, "method": method, "strategy": strategy,
                      "globalization": globalization, "model": model}
         if resume_slot is None:                                 # fresh: no complete state
-            group.attrs.put(self.base)
-            for name in SLOTS:
-                group.create_array(name, shape=(self.n_params,), dtype="float64",
-                                   chunks=(max(1, self.n_params),), overwrite=True)
+            _create(path, self.base, self.n_params)
+        self.group = _open(path, "r+")
         self.slot = resume_slot
 
     def write(self, *, iteration: int, w: np.ndarray, radius, damping, strategy_state: dict,
