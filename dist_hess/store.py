@@ -56,7 +56,7 @@ from .integrity import (DamagedStoreError, attribute_checksums, check_attribute_
 from .model import Model
 
 __all__ = ["FORMAT", "Store", "DamagedStoreError", "open_store", "write_store", "staged",
-           "check_writable", "check_directory_writable", "update_attrs",
+           "check_writable", "check_directory_writable", "update_attrs", "add_curvature",
            "begin_store", "create_multipliers", "write_multipliers_block",
            "write_results", "mark_complete", "curvature_path", "multipliers_path"]
 
@@ -353,6 +353,26 @@ def update_attrs(path, attrs: Mapping[str, Any]) -> str:
             update[INTEGRITY] = {**integrity, "attributes": {
                 **covered, **attribute_checksums(replaced)}}
         group.attrs.update(update)
+    return store.path
+
+
+def add_curvature(path, curvature: Mapping[tuple[str, str], Any]) -> str:
+    """Write more curvature (``{(kind, structure): result}``) into a complete store, in place.
+
+    Under the store's writer lock (``ValueError`` if another writer holds it), with the
+    new arrays added to the `INTEGRITY` list in the same document as the attributes, so
+    `open_store` then requires them. Not atomic: a write killed midway leaves a store
+    that `open_store` refuses as damaged (a missing chunk); recompute it. Returns the
+    location.
+    """
+    store = open_store(path)
+    local = "://" not in store.path
+    with exclusive_lock(store.path) if local else contextlib.nullcontext():
+        group = zarr.open_group(store.path, mode="r+")
+        write_results(group, curvature=curvature)
+        integrity = group.attrs.asdict().get(INTEGRITY)
+        if integrity is not None:
+            group.attrs.update({INTEGRITY: {**integrity, "arrays": sorted(_arrays(group))}})
     return store.path
 
 

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import dist_hess as dh
-from dist_hess.store import DamagedStoreError, open_store, update_attrs, write_store
+from dist_hess.store import (DamagedStoreError, add_curvature, open_store, update_attrs,
+                             write_store)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = {"inputs": 3, "loss": "squared",
@@ -145,6 +146,15 @@ def test_update_attrs_keeps_the_checksums_true(tmp_path):
     _edit_attrs(tmp_path / "run.zarr", lambda a: a.update(fit={"status": "by hand"}))
     with pytest.raises(DamagedStoreError, match="attribute 'fit' differs"):
         open_store(path)
+
+
+def test_curvature_added_later_is_required_too(copy):
+    t = dh.Model.from_dict(SPEC).n_params
+    add_curvature(copy, {("gauss_newton", "full"): np.eye(t)})
+    np.testing.assert_array_equal(open_store(copy).curvature("gauss_newton", "full"), np.eye(t))
+    shutil.rmtree(copy / "curvature/gauss_newton/full")
+    with pytest.raises(DamagedStoreError, match="array 'curvature/gauss_newton/full' is missing"):
+        open_store(copy)
 
 
 def test_shapes_are_checked_against_the_model_and_n_examples(copy):

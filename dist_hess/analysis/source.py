@@ -144,12 +144,8 @@ class Fitted:
                                     structure=structure)
 
     def _write_curvature(self, kind, structure, blocks):
-        import zarr
-        from ..store import write_results
-        group = zarr.open_group(self.store.path, mode="r+")
-        write_results(group, curvature={(kind, structure): blocks})
-        from ..store import open_store
-        self.store = open_store(self.store.path)
+        from ..store import add_curvature, open_store
+        self.store = open_store(add_curvature(self.store.path, {(kind, structure): blocks}))
 
     def hvp(self, v, kind: str = "hessian") -> np.ndarray:
         if not self.has_data:
