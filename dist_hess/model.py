@@ -32,6 +32,9 @@ from .penalties import Penalty, parse_penalty
 
 __all__ = ["Model", "Layer", "KINDS", "STRUCTURES"]
 
+#: The one message for data without examples (`Model.check_data`, ``dh.evaluate``, ``dh.fit``).
+NO_EXAMPLES = "X has no examples (0 rows)"
+
 _LAYER_KEYS = {"type", "units", "activation", "sources", "mask"}
 _MODEL_KEYS = {"inputs", "layers", "loss", "penalty", "input_names", "output_names"}
 
@@ -307,7 +310,7 @@ class Model:
 
     # -- input checking -------------------------------------------------------------------
     def check_weights(self, w) -> np.ndarray:
-        w = np.asarray(w, dtype=float)
+        w = check_real(w, "w")
         if w.ndim != 1 or w.shape[0] != self.n_params:
             raise ValueError(f"weights must be a vector of length {self.n_params} (n_params), "
                              f"got shape {w.shape}")
@@ -317,7 +320,7 @@ class Model:
         return w
 
     def check_inputs(self, X) -> np.ndarray:
-        X = np.asarray(X, dtype=float)
+        X = check_real(X, "X")
         if X.ndim == 1 and self.inputs == 1:
             X = X[:, None]
         if X.ndim != 2 or X.shape[1] != self.inputs:
@@ -327,7 +330,13 @@ class Model:
         return X
 
     def check_data(self, X, Y):
+        """``(X, Y)`` checked for a sum over examples: as `check_inputs`, at least one
+        row (data without examples are refused everywhere; only `predict` maps 0 rows
+        to 0 rows), targets prepared by the loss, real numbers only."""
         X = self.check_inputs(X)
+        if X.shape[0] == 0:
+            raise ValueError(NO_EXAMPLES)
+        refuse_complex(Y, "Y")
         Y = self.loss.prepare_targets(Y, self.sizes[-1])
         if Y.shape[0] != X.shape[0]:
             raise ValueError(f"X and Y have different numbers of rows: {X.shape[0]} and {Y.shape[0]}")
@@ -391,7 +400,7 @@ class Model:
     def hvp(self, w, X, Y, v, kind="hessian", *, memory_budget: int | None = None) -> np.ndarray:
         """Exact curvature-vector product (kind hessian or gauss_newton) by forward-over-reverse."""
         check_hvp_kind(kind)
-        v = np.asarray(v, dtype=float)
+        v = check_real(v, "v")
         if v.shape != (self.n_params,):
             raise ValueError(f"v must be a vector of length {self.n_params}, got shape {v.shape}")
         _check_finite(v, "v")
@@ -416,12 +425,30 @@ class Model:
                           memory_budget=memory_budget)
 
 
+def refuse_complex(a, name: str) -> None:
+    """``TypeError`` naming ``a`` when its dtype is complex (read from ``a.dtype`` when it
+    has one: a dask array is not computed)."""
+    if np.iscomplexobj(a):
+        dtype = a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
+        raise TypeError(f"{name} is complex (dtype {dtype}); dist_hess differentiates "
+                        f"real functions of real numbers: pass real values (take .real "
+                        f"if the imaginary part is meant to be zero)")
+
+
+def check_real(a, name: str) -> np.ndarray:
+    """``a`` as a float array; ``TypeError`` naming it when it is complex (the imaginary
+    part would otherwise be dropped silently)."""
+    array = np.asarray(a)
+    refuse_complex(array, name)
+    return np.asarray(array, dtype=float)
+
+
 def check_direction(v, order, n_params: int) -> tuple[np.ndarray, int]:
     """``(v, order)`` of a directional-derivative request, checked: ``v`` a finite
     vector of length ``n_params``, ``order`` an integer ``>= 0``."""
     if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 0:
         raise ValueError(f"order must be an integer >= 0, got {order!r}")
-    v = np.asarray(v, dtype=float)
+    v = check_real(v, "v")
     if v.shape != (n_params,):
         raise ValueError(f"v must be a vector of length {n_params}, got shape {v.shape}")
     _check_finite(v, "v")

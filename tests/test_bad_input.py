@@ -110,6 +110,10 @@ DATA_ERRORS = [
     ("inf_in_Y", lambda w, X, Y: (w, X, _with_value(Y, (1, 1), -np.inf)), r"(?i)inf|finite"),
     ("nan_in_w", lambda w, X, Y: (_with_value(w, 3, np.nan), X, Y), r"(?i)nan|finite"),
     ("inf_in_w", lambda w, X, Y: (_with_value(w, 30, np.inf), X, Y), r"(?i)inf|finite"),
+    ("no_examples", lambda w, X, Y: (w, X[:0], Y[:0]), r"X has no examples \(0 rows\)"),
+    ("complex_w", lambda w, X, Y: (w + 0j, X, Y), r"w0? is complex \(dtype complex128\)"),
+    ("complex_X", lambda w, X, Y: (w, X * (1 + 1e-3j), Y), r"X is complex"),
+    ("complex_Y", lambda w, X, Y: (w, X, Y + 0j), r"Y is complex"),
 ]
 
 
@@ -127,6 +131,57 @@ def test_bad_data_control():
     model = _Model().from_dict(copy.deepcopy(BASE))
     for method in METHODS:
         _call(model, method, *_data())
+
+
+def _entry_points():
+    """Every way data and weights reach the engine besides the Model methods above."""
+    import dask.array as da
+
+    import dist_hess as dh
+    from dist_hess.sklearn import MLPRegressor
+
+    def as_dask(X):
+        return da.from_array(X, chunks=(3, -1)) if X.shape[0] else X
+    return {
+        "value_and_gradient": lambda m, w, X, Y: m.value_and_gradient(w, X, Y),
+        "directional": lambda m, w, X, Y: m.directional_derivatives(w, X, Y, np.ones(m.n_params), 3),
+        "row_tensor": lambda m, w, X, Y: m.row_tensor(w, X, Y, layer=1, row=0, order=3),
+        "evaluate": lambda m, w, X, Y: dh.evaluate(m, w, X, Y, curvature="hessian"),
+        "evaluate_dask": lambda m, w, X, Y: dh.evaluate(m, w, as_dask(X), Y),
+        "fit": lambda m, w, X, Y: dh.fit(m, X, Y, w0=w, max_iter=2),
+        "sklearn": lambda m, w, X, Y: MLPRegressor(hidden_layer_sizes=(2,), max_iter=2).fit(X, Y),
+    }
+
+
+@pytest.mark.parametrize("entry, name, corrupt, match", [
+    pytest.param(entry, *e, id=f"{e[0]}-{entry}") for entry in sorted(_entry_points())
+    for e in DATA_ERRORS[-4:] if (entry, e[0]) != ("sklearn", "complex_w")])   # no weights there
+def test_no_examples_and_complex_numbers_are_refused_everywhere(entry, name, corrupt, match):
+    """One rule for data without rows (a sum over no examples is not a fit: refused) and
+    for complex numbers (their imaginary part used to be dropped silently)."""
+    model = _Model().from_dict(copy.deepcopy(BASE))
+    w, X, Y = corrupt(*_data())
+    if entry == "sklearn":
+        match = r"(?i)0 sample|complex"              # scikit-learn's own check_array
+    with pytest.raises(BAD, match=match):
+        _entry_points()[entry](model, w, X, Y[:, 0] if entry == "sklearn" else Y)
+
+
+def test_fit_refuses_empty_or_complex_data_before_writing_a_checkpoint(tmp_path):
+    import dist_hess as dh
+
+    model = _Model().from_dict(copy.deepcopy(BASE))
+    w, X, Y = _data()
+    for bad in [dict(X=X[:0], Y=Y[:0]), dict(X=X + 0j, Y=Y), dict(X=X, Y=Y, w0=w + 1j)]:
+        with pytest.raises(BAD, match="no examples|complex"):
+            dh.fit(model, checkpoint=tmp_path / "fit.zarr", **{"w0": w, **bad})
+        assert not (tmp_path / "fit.zarr").exists()
+    for v in [np.ones(N_PARAMS) * 1j, [1j] * N_PARAMS]:
+        with pytest.raises(TypeError, match="complex"):
+            model.hvp(w, X, Y, v)
+        with pytest.raises(TypeError, match="complex"):
+            dh.evaluate(model, w, X, Y, hvp=[("hessian", v)])
+    assert model.predict(w, X[:0]).shape == (0, 2)   # a map of rows: 0 rows give 0 rows
 
 
 def test_hvp_direction_of_wrong_length():

@@ -18,6 +18,7 @@ from functools import reduce
 
 import numpy as np
 
+from ..model import NO_EXAMPLES, refuse_complex
 from .cluster import resolve_client
 
 __all__ = ["Shards", "as_shards", "default_chunk_rows", "persist_data", "is_dask_array",
@@ -147,7 +148,9 @@ def as_shards(X, Y, chunk_size: int | None = None) -> Shards:
     if X.shape[0] != Y.shape[0]:
         raise ValueError(f"X has {X.shape[0]} examples (rows) but Y has {Y.shape[0]}")
     if X.shape[0] == 0:
-        raise ValueError("X has no examples (0 rows)")
+        raise ValueError(NO_EXAMPLES)
+    refuse_complex(X, "X")
+    refuse_complex(Y, "Y")
     if not lazy:
         rows = chunk_size or default_chunk_rows(X.shape[0])
         chunks = [rows] * (X.shape[0] // rows) + ([X.shape[0] % rows] if X.shape[0] % rows else [])

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..curvature import STRUCTURES, check_curvature, check_hvp_kind
 from ..engine import Request, add_sums, finalize, shard_sums
-from ..model import check_direction
+from ..model import check_direction, check_real
 from ..store import (begin_store, create_multipliers, mark_complete, open_store, staged,
                      write_multipliers_block, write_results)
 from .cluster import DEFAULT_CONNECT_TIMEOUT, gather_watching_workers, resolve_client
@@ -119,7 +119,7 @@ def _hvp_pairs(hvp, n_params: int):
     pairs = []
     for kind, v in items:
         check_hvp_kind(kind)
-        v = np.asarray(v, dtype=np.float64)
+        v = check_real(v, "hvp vector")
         if v.shape != (n_params,):
             raise ValueError(f"hvp vector must have shape ({n_params},), got {v.shape}")
         pairs.append((kind, v))

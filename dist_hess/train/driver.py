@@ -35,6 +35,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..model import check_real
 from .checkpoint import CheckpointWriter, model_fingerprint, read_checkpoint
 from .globalization import Globalization, TrialStep, parse_globalization
 from .objective import Objective, make_objective
@@ -67,7 +68,7 @@ def _initial_weights(objective: Objective, w0) -> np.ndarray:
         if not hasattr(objective.model, "init"):
             raise TypeError("the model has no init(); pass w0")
         w0 = objective.model.init(seed=0)
-    w = np.array(w0, dtype=float, copy=True)
+    w = check_real(w0, "w0").copy()
     n_params = objective.n_params
     if w.shape != (n_params,):
         raise ValueError(f"w0 must have shape ({n_params},), got {w.shape}")

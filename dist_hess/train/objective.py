@@ -98,10 +98,16 @@ class Objective(ABC):
 
 
 class LocalObjective(Objective):
-    """The model's own methods, in this process, on numpy ``X, Y``."""
+    """The model's own methods, in this process, on numpy ``X, Y``.
+
+    A `dist_hess.Model` checks the data once here (``model.check_data``: shapes,
+    finiteness, no empty or complex data), before any evaluation or checkpoint.
+    """
 
     def __init__(self, model, X, Y, *, memory_budget: int | None = None):
         self.model = model
+        if X is not None and hasattr(model, "check_data"):
+            X, Y = model.check_data(X, Y)
         self.X, self.Y = X, Y
         # passed on only when set: models that are not a dist_hess.Model need not take it
         self._options = {} if memory_budget is None else {"memory_budget": memory_budget}
