@@ -16,9 +16,12 @@ Memory: the full covariance takes ``8 c t^2`` bytes, ``c = 6`` (``H``, its
 eigenvectors, ``H^+`` and temporaries) or ``c = 9`` for the sandwich (the meat
 and its products too); it is computed when that fits ``memory_budget``
 (default :data:`COVARIANCE_BUDGET`, 2 GiB: ``t`` up to 6,689, 5,461 for the
-sandwich) and refused up front otherwise, naming the alternatives: exact
-standard errors of selected parameters by conjugate gradients
-(:mod:`.selected`), or the block approximations.
+sandwich, or the memory limit of `dist_hess.memory` when that is lower) and
+refused up front otherwise (`dist_hess.memory.MemoryLimitError`), naming the
+alternatives: exact standard errors of selected parameters by conjugate gradients
+(:mod:`.selected`), or the block approximations. Whatever the budget, every
+pseudo-inverse (block by block) is checked against the memory limit
+(`check_inverse_memory`) before the curvature is read.
 
 ``H^+`` is the pseudo-inverse on the positive part of the spectrum: every
 eigenvalue ``lambda <= rcond * max|lambda|`` (null directions from hidden-unit
@@ -39,15 +42,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..memory import MemoryLimitError, check_allocation, memory_limit
 from .groups import parameter_name
 
 __all__ = ["NonIdentifiableWarning", "NotAMinimumWarning", "Block", "Covariance",
-           "pseudo_inverse", "block_indices", "hessian_blocks", "covariance", "RCOND",
+           "pseudo_inverse", "check_inverse_memory", "block_indices", "hessian_blocks",
+           "covariance", "RCOND",
            "LOADING_TOL", "COVARIANCE_BUDGET", "full_covariance_bytes", "check_rcond", "check_fraction",
            "check_memory_budget", "full_fits", "covariance_label"]
 
 RCOND = 1e-10
 LOADING_TOL = 1e-6
+#: Copies of a block that `pseudo_inverse` holds at once (the block, its symmetrised
+#: copy, the eigenvectors, ``eigh``'s workspace, the kept eigenvectors, the inverse).
+PSEUDO_INVERSE_COPIES = 6
 #: bytes the full covariance may take by default (``memory_budget=None``).
 COVARIANCE_BUDGET = 2 * 2**30
 _WORDS_PER_ENTRY = {"hessian": 6, "inverse": 6, "sandwich": 9}
@@ -74,9 +82,11 @@ def check_rcond(rcond) -> float:
 
 
 def check_memory_budget(memory_budget) -> int:
-    """``memory_budget`` in bytes (``None``: :data:`COVARIANCE_BUDGET`)."""
+    """``memory_budget`` in bytes (``None``: :data:`COVARIANCE_BUDGET`, or the memory limit
+    of `dist_hess.memory` when that is lower)."""
     if memory_budget is None:
-        return COVARIANCE_BUDGET
+        limit = memory_limit()
+        return COVARIANCE_BUDGET if limit is None else min(COVARIANCE_BUDGET, limit)
     if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, np.integer)) \
             or memory_budget < 1:
         raise ValueError(f"memory_budget must be a positive number of bytes or None, "
@@ -98,12 +108,14 @@ def _gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.3g} GiB"
 
 
-def refuse_full(t: int, method: str, memory_budget) -> ValueError:
+def refuse_full(t: int, method: str, memory_budget) -> MemoryLimitError:
     """The error for a full covariance over budget: its size and the alternatives."""
     need, budget = full_covariance_bytes(t, method), check_memory_budget(memory_budget)
-    return ValueError(
+    source = " (the memory limit, dist_hess.memory)" if budget == memory_limit() \
+        and budget < COVARIANCE_BUDGET else ""
+    return MemoryLimitError(
         f"the full {t} x {t} covariance needs {_gib(need)}, over the memory budget of "
-        f"{_gib(budget)}: select parameters (parameters=[...], on the command line "
+        f"{_gib(budget)}{source}: select parameters (parameters=[...], on the command line "
         f"--parameters, by index, name or 'layer:K': exact standard errors by conjugate "
         f"gradients on Hessian-vector products, no full matrix), raise memory_budget "
         f"(--memory-budget), or ask for the row-block approximation (structure='row')")
@@ -154,6 +166,7 @@ def pseudo_inverse(H, rcond: float = RCOND):
     and ``loading`` is the squared norm of each ``e_q`` projected on it.
     """
     H = np.asarray(H, dtype=float)
+    check_inverse_memory([H.shape[0]])
     if H.size == 0:
         e = np.zeros(0)
         return np.zeros((0, 0)), e, e, 0, 0, np.zeros((0, 0))
@@ -169,6 +182,17 @@ def pseudo_inverse(H, rcond: float = RCOND):
     loading = np.einsum("qi,qi->q", V0, V0)
     n_negative = int(np.sum(lam < -tol))
     return inverse, loading, lam, int(null.sum()), n_negative, V0
+
+
+def check_inverse_memory(sizes) -> None:
+    """Refuse pseudo-inverses of blocks of ``sizes`` that would exceed the memory limit
+    (`dist_hess.memory`), before the curvature is read or computed."""
+    largest = max(sizes, default=0)
+    check_allocation(PSEUDO_INVERSE_COPIES * 8 * sum(int(n) ** 2 for n in sizes),
+                     f"the pseudo-inverse of the curvature (largest block {largest:,} x "
+                     f"{largest:,}, {PSEUDO_INVERSE_COPIES} copies)",
+                     ("structure='row' or 'layer' (block-diagonal approximations, labelled "
+                      "as such)",))
 
 
 def block_indices(model, free, structure: str) -> list[np.ndarray]:
@@ -324,6 +348,7 @@ def covariance(fitted, *, method: str = "hessian", structure: str = "full",
     if structure == "full" and not full_fits(fitted.n_free, method, memory_budget):
         raise refuse_full(fitted.n_free, method, memory_budget)
     blocks = block_indices(model, fitted.free, structure)
+    check_inverse_memory([b.size for b in blocks])
     H_blocks = hessian_blocks(model, fitted.curvature(kind, structure), structure, blocks)
     inverses = [Block(b, *_unpack(pseudo_inverse(H, rcond))) for b, H in zip(blocks, H_blocks)]
     scale = 1.0

@@ -24,6 +24,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 
 from ..curvature import HVP_KINDS, STRUCTURES
 from ..jsonio import dump_json
+from ..memory import check_allocation, fits
 from .covariance import block_indices, hessian_blocks
 from .source import resolve
 
@@ -234,11 +235,27 @@ class _one_layer:
         self.layer_shapes = [model.layer_shapes[k - 1]]
 
 
+#: Copies of the full matrix the dense path holds at once (as read, the free block, its
+#: symmetrised copy and the temporary of the sum, ``eigvalsh``'s workspace).
+DENSE_COPIES = 5
+
+
 def _full(fitted, kind, k, max_dense, tol, notes):
     model, free = fitted.model, fitted.free
     index = np.flatnonzero(free)
     t = index.size
     dense_ok = "full" in fitted.available(kind) or (t <= max_dense and fitted.has_data)
+    dense_bytes = DENSE_COPIES * 8 * model.n_params ** 2
+    if dense_ok and not fits(dense_bytes):
+        if fitted.has_data and kind in HVP_KINDS:    # the matrix is never formed
+            notes.append("full spectrum by Lanczos on Hessian-vector products: the dense "
+                         "matrix would exceed the memory limit (dist_hess.memory)")
+            dense_ok = False
+        else:
+            check_allocation(dense_bytes, f"the dense spectrum of the full {t:,} x {t:,} {kind}"
+                             f" ({DENSE_COPIES} copies)",
+                             ("pass data=(X, Y): Lanczos on Hessian-vector products",
+                              "structures=('row', 'layer')"))
     if dense_ok:
         H = np.asarray(fitted.curvature(kind, "full"))[np.ix_(index, index)]
         if t <= max(max_dense, 1):

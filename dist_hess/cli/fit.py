@@ -23,6 +23,9 @@ import numpy as np
 from ..curvature import STRUCTURES
 from ..datasets import PREFIX, SKLEARN_DATASETS
 from ..distributed import evaluate
+from ..engine import Request
+from ..engine.footprint import check_request, result_items
+from ..memory import fits
 from ..model import Model
 from ..store import check_writable, write_store
 from ..train import STRATEGIES, fit
@@ -144,9 +147,11 @@ def _fit_attrs(result, args) -> dict:
 
 
 def _stored_curvature(model, asked) -> list[tuple[str, str]]:
-    """``hessian:row``, ``hessian:full`` when ``t <= FULL_HESSIAN_MAX_PARAMS``, then ``asked``."""
+    """``hessian:row``, ``hessian:full`` when ``t <= FULL_HESSIAN_MAX_PARAMS`` and it fits the
+    memory limit (`dist_hess.memory`), then ``asked``."""
     curvature = [("hessian", "row")]
-    if model.n_params <= FULL_HESSIAN_MAX_PARAMS:
+    full = result_items(model, Request(curvature=(("hessian", "full"),)), 0)[0][0]
+    if model.n_params <= FULL_HESSIAN_MAX_PARAMS and fits(full):
         curvature.append(("hessian", "full"))
     return curvature + [c for c in asked if c not in curvature]
 
@@ -165,7 +170,9 @@ def run_fit(args) -> int:
         w0 = np.load(args.weights)
     else:
         w0 = model.init(seed=args.seed)
-    client = client_from_args(args, work=n * model.n_params)
+    client = client_from_args(args, work=n * model.n_params)      # sets --memory-limit
+    curvature = _stored_curvature(model, args.curvature)
+    check_request(model, Request(curvature=tuple(curvature)), 0)    # the final store, before training
     if client is None:                                  # zarr arrays are read into memory
         X, Y = np.asarray(X), np.asarray(Y)
     where = "in-process" if client is None else f"Dask scheduler {client.scheduler.address}"
@@ -181,7 +188,6 @@ def run_fit(args) -> int:
                  checkpoint=args.checkpoint, structure=args.structure,
                  callback=None if args.quiet else _progress_printer(out))
 
-    curvature = _stored_curvature(model, args.curvature)
     final = evaluate(model, result.w, X, Y, curvature=[f"{k}:{s}" for k, s in curvature],
                      client=client)
     write_store(args.out, model, result.w, n_examples=n, value=final.value,

@@ -4,9 +4,10 @@ This module imports no subcommand and no other command-line module; every subcom
 module (`dist_hess.cli.fit`, ...) builds on it.
 
 - argparse ``type`` parsers: `int_at_least`, `float_at_least`, `curvature_arg`;
-- `add_cluster_options(parser)`: ``--scheduler ADDR | --workers N``, ``--timeout`` and
-  the TLS files, one set for every subcommand that computes; `client_from_args(args,
-  work)` turns them into a client through `dist_hess.distributed.cluster.resolve_client`;
+- `add_cluster_options(parser)`: ``--scheduler ADDR | --workers N``, ``--timeout``, the
+  TLS files and ``--memory-limit``, one set for every subcommand that computes;
+  `client_from_args(args, work)` sets the memory limit (`dist_hess.memory`) and turns
+  the rest into a client through `dist_hess.distributed.cluster.resolve_client`;
   `dashboard_link(client)` is the address of its dashboard for the status lines;
 - `add_target_option(parser)` and `load_examples(args, model)`: ``DATA`` and
   ``--target`` read by `dist_hess.datasets.load_data`, class labels made integers;
@@ -22,9 +23,11 @@ import os
 from ..curvature import KINDS, STRUCTURES
 from ..datasets import data_names, integer_labels, load_data
 from ..distributed.cluster import DEFAULT_CONNECT_TIMEOUT, resolve_client, tls_security
+from ..memory import ENV as MEMORY_LIMIT_ENV
+from ..memory import parse_size
 from ..store import check_directory_writable
 
-__all__ = ["int_at_least", "float_at_least", "curvature_arg", "add_cluster_options",
+__all__ = ["int_at_least", "float_at_least", "size_arg", "curvature_arg", "add_cluster_options",
            "client_from_args", "dashboard_link", "add_target_option", "targets",
            "load_examples", "check_output_file", "named_model"]
 
@@ -51,6 +54,15 @@ def int_at_least(minimum: int):
 def float_at_least(minimum: float):
     """An argparse ``type``: a number ``>= minimum``, with a one-line error otherwise."""
     return _at_least(float, "a number", minimum)
+
+
+def size_arg(text: str) -> str:
+    """An argparse ``type``: a memory size as `dist_hess.memory.parse_size` reads it."""
+    try:
+        parse_size(text)
+    except (TypeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def curvature_arg(text: str) -> tuple[str, str]:
@@ -84,6 +96,10 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
                        metavar="SECONDS",
                        help=f"give up connecting to --scheduler after this many seconds "
                             f"(default {DEFAULT_CONNECT_TIMEOUT:g})")
+    where.add_argument("--memory-limit", type=size_arg, metavar="SIZE",
+                       help=f"refuse, before starting, results and dense linear algebra "
+                            f"larger than SIZE (e.g. 16GiB, 25%%, none; default "
+                            f"${MEMORY_LIMIT_ENV}, else half this machine's memory)")
     tls = parser.add_argument_group("TLS (for tls:// scheduler addresses, see cluster/README.md)")
     tls.add_argument("--tls-ca-file", metavar="PEM", help="certificate authority, e.g. ca.pem")
     tls.add_argument("--tls-cert", metavar="PEM", help="this client's certificate, e.g. client.pem")
@@ -92,7 +108,10 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 def client_from_args(args, work: int):
     """The client the `add_cluster_options` options ask for, or ``None`` (in-process);
-    ``work`` is ``n * t`` for the default's in-process decision."""
+    ``work`` is ``n * t`` for the default's in-process decision. ``--memory-limit``
+    goes to the environment, where this process and the local workers read it."""
+    if args.memory_limit is not None:
+        os.environ[MEMORY_LIMIT_ENV] = args.memory_limit
     return resolve_client(args.scheduler, n_workers=args.workers, work=work,
                           security=tls_security(args.tls_ca_file, args.tls_cert, args.tls_key),
                           connect_timeout=args.timeout)

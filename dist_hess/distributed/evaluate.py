@@ -12,17 +12,20 @@ depend on the data and its chunking only.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import threading
 import uuid
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..curvature import STRUCTURES, check_curvature, check_hvp_kind
 from ..engine import Request, add_sums, finalize, shard_sums
+from ..engine.footprint import check_request
+from ..memory import memory_limit as resolve_memory_limit
 from ..model import check_direction, check_real
 from ..store import (begin_store, create_multipliers, mark_complete, open_store, staged,
                      write_multipliers_block, write_results)
@@ -124,6 +127,12 @@ def _hvp_pairs(hvp, n_params: int):
             raise ValueError(f"hvp vector must have shape ({n_params},), got {v.shape}")
         pairs.append((kind, v))
     return tuple(pairs), single
+
+
+def _limit(value) -> float:
+    """A memory limit for `Request.memory_limit`: bytes, or ``math.inf`` for none."""
+    limit = resolve_memory_limit(value)
+    return math.inf if limit is None else limit
 
 
 def _directional_request(directional, n_params: int):
@@ -251,7 +260,7 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
              split_every: int | None = None, chunk_size: int | None = None,
              progress: bool = False, hvp=None, directional=None, security=None,
              connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-             memory_budget: int | None = None) -> Evaluation:
+             memory_budget: int | None = None, memory_limit=None) -> Evaluation:
     """Exact value, gradient and curvature of ``E(W) = sum_i g_i + pen(W)`` over the data.
 
     Parameters
@@ -279,6 +288,11 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
     connect_timeout : seconds to wait for a scheduler given by address.
     memory_budget : bytes of engine temporaries per batch of rows inside a shard (``None``:
         the engine's default, as in the model's methods and ``dh.fit``).
+    memory_limit : bytes (or ``"16GiB"``, ``"25%"``, ``"none"``) the results may occupy;
+        ``None``: the process's limit (`dist_hess.memory`: ``DIST_HESS_MEMORY_LIMIT``,
+        default half the machine's memory). A request over it (the full matrix, layer
+        blocks, multipliers gathered here without ``store``) is refused with
+        ``MemoryLimitError`` before any work; the workers apply the same limit.
 
     The result is bitwise identical for the same data, chunking and
     ``split_every`` whatever the number of workers or the task completion order.
@@ -294,7 +308,13 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
                          f"{model.inputs} inputs")
     request = Request(value=True, gradient=True, curvature=specs,
                       multipliers=bool(multipliers), hvp=hvp_pairs, directional=direction,
-                      memory_budget=memory_budget)
+                      memory_budget=memory_budget,
+                      memory_limit=None if memory_limit is None else _limit(memory_limit))
+    # Before any store, graph or worker: a refused request is never started. Multipliers
+    # gathered here count all n rows; with a store the workers write them shard by shard.
+    check_request(model, request, 0 if store is not None else shards.n_examples)
+    if memory_limit is None:                        # the workers apply this process's limit
+        request = replace(request, memory_limit=_limit(resolve_memory_limit()))
     payload = Payload(model, w, request)
     resolved = resolve_client(client, work=shards.n_examples * model.n_params,
                               security=security, connect_timeout=connect_timeout)

@@ -22,7 +22,10 @@ class Request:
     ``curvature``: tuple of ``(kind, structure)``; ``hvp``: tuple of ``(kind, v)``;
     ``directional``: ``(v, order)`` or ``None``; ``memory_budget``: bytes of
     per-example temporaries inside a shard (``None``: the engine's default,
-    :data:`dist_hess.engine.budget.DEFAULT_MEMORY_BUDGET`).
+    :data:`dist_hess.engine.budget.DEFAULT_MEMORY_BUDGET`); ``memory_limit``: bytes
+    the results may occupy (`dist_hess.engine.footprint`; ``None``: the process's limit,
+    `dist_hess.memory`; ``math.inf``: none), set by ``dh.evaluate`` so that its workers
+    apply the client's limit.
     """
     value: bool = True
     gradient: bool = True
@@ -31,6 +34,7 @@ class Request:
     hvp: tuple = ()
     directional: tuple | None = None
     memory_budget: int | None = None
+    memory_limit: float | None = None
 
     def __post_init__(self):
         budget = self.memory_budget
@@ -38,6 +42,11 @@ class Request:
                                    or not isinstance(budget, numbers.Integral) or budget < 1):
             raise ValueError(f"memory_budget must be a positive number of bytes or None, "
                              f"got {budget!r}")
+        limit = self.memory_limit
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Real)
+                                  or not limit > 0):
+            raise ValueError(f"memory_limit must be a positive number of bytes, math.inf or "
+                             f"None, got {limit!r}")
 
     @property
     def order(self):

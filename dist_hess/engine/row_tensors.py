@@ -35,6 +35,7 @@ import numbers
 import numpy as np
 
 from ..layers import LAYERS
+from ..memory import check_allocation
 from .directional import example_loss_series, propagate_series
 from .forward import forward, gather_sources
 from ..taylor import compose_leading
@@ -222,8 +223,12 @@ def row_tensor(model, w, X, Y, layer, row=None, order=2, *, packed=False, part="
     d = prop.n_row_params
     R = len(rows)
     budget = memory_budget or DEFAULT_MEMORY_BUDGET
+    size = math.comb(d + p - 1, p) if packed else d ** p
+    check_allocation(2 * 8 * R * size, f"the order-{p} row tensor of layer {layer} ({R:,} rows "
+                     f"x {size:,} entries, 2 copies)",
+                     ("packed=True (only the entries a_1 <= ... <= a_p)" if not packed else
+                      "a lower order", "one row at a time (row=j)"))
     idx = packed_indices(d, p) if packed else None
-    size = idx.shape[0] if packed else d ** p
     per_example = 4 * (p + 1) * R * sum(model.sizes) + 2 * d
     if packed:
         group = max(1, budget // (8 * (2 * R + 1) * max(X.shape[0], 1)))

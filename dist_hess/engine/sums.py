@@ -18,6 +18,7 @@ from .blocks import (accumulate_cross, accumulate_layer, accumulate_row, eps_jac
                      finish_row, finish_square)
 from .budget import batch_rows
 from .directional import coefficients_to_derivatives, loss_series
+from .footprint import check_request
 from .forward import forward
 from .hvp import curvature_vector_product
 from .request import Request
@@ -31,6 +32,7 @@ def shard_sums(model, w, X, Y, req: Request, *, checked=False) -> dict:
         w = model.check_weights(w)
         if len(X):          # an empty block of non-empty data (the whole was checked) adds nothing
             X, Y = model.check_data(X, Y)
+    check_request(model, req, len(X))           # results over the memory limit: refused
     mask = model.mask
     if mask is not None:               # pruned weights and directions are zero
         w, req = w * mask, req.projected(mask)

@@ -35,6 +35,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..curvature import HVP_KINDS as CURVATURE_KINDS
+from ..memory import check_allocation
 from .blocks import BlockDiagonal, BlockEigensystem
 from .subproblem import (damped_cg, lanczos_trust_region, solve_damped_dense, solve_damped_diagonal,
                          solve_trust_region_diagonal, solve_trust_region_exact, steihaug_cg)
@@ -53,6 +54,16 @@ CG_ITER_FACTOR = 3
 #: so that nearly flat blocks (the rows of saturated units) do not get a tiny metric
 #: and move far inside the ``||p||_M`` trust region (docs/training.md).
 GLOBAL_CURVATURE_FLOOR = 1e-3
+#: Copies of the full ``t x t`` matrix the dense solvers (`solve_trust_region_exact`,
+#: `solve_damped_dense`) hold at once: the curvature, its symmetrised copy, the identity,
+#: the shifted matrix and its Cholesky factor. Checked against the memory limit
+#: (`dist_hess.memory`) before the curvature is asked for.
+DENSE_SOLVE_COPIES = 5
+#: Copies of the blocks a block eigendecomposition holds at once (the blocks, their
+#: symmetrised copy, the eigenvectors, ``eigh``'s workspace).
+EIGH_COPIES = 4
+_LOW_MEMORY = ("method='block-newton' (row blocks, memory O(sum_k s_k d_k^2))",
+               "method='newton-cg' (Hessian-vector products, memory O(t))")
 
 
 @dataclass
@@ -159,6 +170,21 @@ def _cg_limits(state: State, forcing_exponent: float, max_cg_iter: int | None) -
             max_cg_iter or CG_ITER_FACTOR * state.w.shape[0])
 
 
+def _check_dense_memory(state: State, method: str, structure: str, copies: int, ways) -> None:
+    """Refuse, before the curvature is computed, a method whose ``t x t`` (``full``) or
+    ``t_k x t_k`` (``layer``) matrices would exceed the memory limit (row blocks pass)."""
+    if structure == "full":
+        sizes = [state.w.shape[0]]
+    elif structure == "layer":
+        sizes = [sl.stop - sl.start for sl in state.objective.layer_slices]
+    else:
+        return
+    largest = max(sizes)
+    check_allocation(copies * 8 * sum(n * n for n in sizes),
+                     f"method {method!r} at t = {state.w.shape[0]:,} ({structure} curvature, "
+                     f"largest block {largest:,} x {largest:,}, {copies} copies)", ways)
+
+
 def _no_structure(method: str, structure) -> None:
     if structure is not None:
         raise ValueError(f"method {method!r} takes no structure (got {structure!r})")
@@ -182,6 +208,7 @@ class ExactNewton(StepStrategy):
         return (self.kind, "full")
 
     def solve(self, state):
+        _check_dense_memory(state, self.name, "full", DENSE_SOLVE_COPIES, _LOW_MEMORY)
         B = np.asarray(state.curvature(self.kind, "full"), dtype=float)
         sol = solve_trust_region_exact(B, state.gradient, state.radius, k_easy=self.k_easy,
                                        k_hard=self.k_hard, max_iter=self.max_factorizations)
@@ -221,9 +248,11 @@ class NewtonCG(StepStrategy):
         return {"method": self.name, "kind": self.kind}
 
 
-def _eigensystem(state: State, kind: str, structure: str) -> BlockEigensystem:
+def _eigensystem(state: State, kind: str, structure: str, method: str) -> BlockEigensystem:
     key = ("eigensystem", kind, structure)
     if key not in state.cache:
+        _check_dense_memory(state, method, structure, EIGH_COPIES,
+                            ("structure='row'", "method='newton-cg' (Hessian-vector products)"))
         obj = state.objective
         blocks = BlockDiagonal.from_curvature(state.curvature(kind, structure), structure,
                                               obj.layer_slices, obj.n_params)
@@ -332,7 +361,7 @@ class BlockNewton(StepStrategy):
     def _blocks(self, state) -> tuple[BlockEigensystem, float]:
         """``M`` in its eigenbasis, and the largest shift applied to a block."""
         if "block_model" not in state.cache:
-            eig = _eigensystem(state, self.kind, self.structure)
+            eig = _eigensystem(state, self.kind, self.structure, self.name)
             values, shifts = positive_definite_eigenvalues(
                 eig.eigenvalue_blocks, modification=self.modification,
                 min_curvature_ratio=self.min_curvature_ratio,
@@ -439,10 +468,12 @@ class LevenbergMarquardt(StepStrategy):
         kind = self._phase if self.hybrid else self.kind
         info = {"phase": kind}
         if self.structure == "full":
+            _check_dense_memory(state, self.name, "full", DENSE_SOLVE_COPIES,
+                                ("structure='row' or 'layer' (lm on blocks)",) + _LOW_MEMORY)
             sol = solve_damped_dense(state.curvature(kind, "full"), state.gradient, state.damping,
                                      semidefinite=kind == "gauss_newton")
             return Step(sol.step, sol.model_decrease, False, {"case": sol.case, **info})
-        eig = _eigensystem(state, kind, self.structure)
+        eig = _eigensystem(state, kind, self.structure, self.name)
         if kind == "hessian":
             lam = eig.eigenvalues
             floor = np.sqrt(EPS) * max(float(np.max(np.abs(lam), initial=0.0)), np.finfo(float).tiny)
