@@ -4,6 +4,8 @@ Layout (a zarr v3 group; plain arrays and JSON attributes, nothing pickled)::
 
     attrs: format="dist_hess/fit-checkpoint/1", method, strategy (its JSON config),
            globalization, model (fingerprint: n_params, layer_slices, spec),
+           data (shape, dtype and hash of X and Y), options (everything that changes
+           the trajectory; both `dist_hess.train.fingerprint`),
            and, once an iteration is complete:
            complete_iteration, slot, radius, damping (the globalisation's knob; the
            other one null), strategy_state (`StepStrategy.state_dict` less its
@@ -20,7 +22,8 @@ same document). A write interrupted before the attributes land leaves the previo
 state intact and readable; zarr's local store replaces ``zarr.json`` atomically, so
 the attributes are either old or new. A group without ``complete_iteration`` holds no
 usable state and is started afresh. A checkpoint written before ``strategy_state``
-existed reads as an empty strategy state.
+existed reads as an empty strategy state; one written before ``data`` and ``options``
+existed reads them as ``None`` (the resume cannot check them).
 
 A fresh checkpoint (attributes and empty slots) is built under a temporary name next
 to its path and renamed into place (`dist_hess.atomic`): a process killed while
@@ -72,6 +75,8 @@ class CheckpointState:
     status: str | None
     history: list[IterationRecord]
     slot: int
+    data: dict | None = None
+    options: dict | None = None
 
 
 def _open(path, mode: str):
@@ -125,7 +130,8 @@ def read_checkpoint(path) -> CheckpointState | None:
                            iteration=iteration, w=w, radius=attrs.get("radius"),
                            damping=attrs.get("damping"),
                            strategy_state=strategy_state,
-                           status=attrs.get("status"), history=history, slot=slot)
+                           status=attrs.get("status"), history=history, slot=slot,
+                           data=attrs.get("data"), options=attrs.get("options"))
 
 
 def _create(path, attrs: dict, n_params: int) -> None:
@@ -153,6 +159,7 @@ class CheckpointWriter:
     """Writes `CheckpointState`-shaped snapshots to ``path`` after every iteration."""
 
     def __init__(self, path, *, method: str, strategy: dict, globalization: str, model: dict,
+                 data: dict | None = None, options: dict | None = None,
                  resume_slot: int | None = None):
         group = _open(path, "r")
         existing = {} if group is None else group.attrs.asdict()
@@ -162,7 +169,8 @@ class CheckpointWriter:
         self.path = path
         self.n_params = int(model["n_params"])
         self.base = {"format": FORMAT, "method": method, "strategy": strategy,
-                     "globalization": globalization, "model": model}
+                     "globalization": globalization, "model": model, "data": data,
+                     "options": options}
         if resume_slot is None:                                 # fresh: no complete state
             _create(path, self.base, self.n_params)
         self.group = _open(path, "r+")

@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import replace
 
 import numpy as np
 
 from ..model import check_real
 from .checkpoint import CheckpointWriter, model_fingerprint, read_checkpoint
+from .fingerprint import data_differences, option_differences, options_fingerprint
 from .globalization import Globalization, TrialStep, parse_globalization
 from .objective import Objective, make_objective
 from .result import FitResult, IterationRecord, Status
@@ -157,10 +159,15 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
     _check_limits(max_iter, gtol, ftol, max_time)
     start = time.perf_counter()
     fingerprint = model_fingerprint(objective.model)
+    data = options = None
+    if checkpoint is not None:                  # what a resume must match
+        data = objective.data_fingerprint()
+        options = options_fingerprint(strategy, rule, gtol=gtol, ftol=ftol,
+                                      evaluation=objective.evaluation_options())
 
     resumed = read_checkpoint(checkpoint) if checkpoint is not None else None
     if resumed is not None:
-        _check_resume(resumed, strategy, rule, fingerprint, checkpoint)
+        _check_resume(resumed, strategy, rule, fingerprint, checkpoint, data, options)
         w, iteration, history = resumed.w, resumed.iteration, list(resumed.history)
         knob = getattr(resumed, rule.knob)
         strategy.load_state_dict(resumed.strategy_state)
@@ -171,6 +178,7 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
     if checkpoint is not None:
         writer = CheckpointWriter(checkpoint, method=strategy.name, strategy=strategy.config(),
                                   globalization=rule.name, model=fingerprint,
+                                  data=data, options=options,
                                   resume_slot=None if resumed is None else resumed.slot)
 
     def save(status) -> None:
@@ -251,7 +259,8 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
                      seconds=time.perf_counter() - start)
 
 
-def _check_resume(resumed, strategy, rule, fingerprint, path) -> None:
+def _check_resume(resumed, strategy, rule, fingerprint, path, data, options) -> None:
+    """Refuse a resume that would not continue the same run, saying what differs."""
     if resumed.method != strategy.name:
         raise ValueError(f"checkpoint {str(path)!r} was written by method {resumed.method!r}, "
                          f"not {strategy.name!r}; resume with the same method or use a new path")
@@ -263,6 +272,18 @@ def _check_resume(resumed, strategy, rule, fingerprint, path) -> None:
                          f"{resumed.globalization!r}, not {rule.name!r}")
     if resumed.w.shape != (fingerprint["n_params"],):
         raise ValueError(f"checkpoint {str(path)!r} holds weights of shape {resumed.w.shape}")
+    if resumed.options is None:
+        warnings.warn(f"checkpoint {str(path)!r} records no fingerprint of its data and options "
+                      f"(written by an older dist_hess): resuming without checking them",
+                      stacklevel=4)
+        return
+    if (differ := data_differences(resumed.data, data)) is not None:
+        raise ValueError(f"checkpoint {str(path)!r} was written for data {differ}; resume "
+                         f"with the same data or use a new checkpoint path")
+    if differ := option_differences(resumed.options, options):
+        raise ValueError(f"checkpoint {str(path)!r} was written with other options "
+                         f"({'; '.join(differ)}); resume with the same options or use a new "
+                         f"checkpoint path (max_iter and max_time may change)")
 
 
 def _message(status, detail, state, gtol, max_iter, max_time) -> str:

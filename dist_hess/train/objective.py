@@ -22,6 +22,9 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..engine.budget import DEFAULT_MEMORY_BUDGET
+from .fingerprint import combine_hashes, data_fingerprint, describe, shard_hashes
+
 __all__ = ["Objective", "LocalObjective", "DaskObjective", "make_objective"]
 
 
@@ -93,6 +96,15 @@ class Objective(ABC):
     def n_examples(self) -> int | None:
         return None
 
+    def data_fingerprint(self) -> dict | None:
+        """Shape, dtype and hash of ``X`` and ``Y`` (`dist_hess.train.fingerprint`), or
+        ``None`` for an objective without data; stored in checkpoints."""
+        return None
+
+    def evaluation_options(self) -> dict:
+        """The evaluation options that change the numbers (stored in checkpoints)."""
+        return {}
+
     def close(self) -> None:
         """Release what the objective holds (cluster data); it is unusable afterwards."""
 
@@ -106,6 +118,8 @@ class LocalObjective(Objective):
 
     def __init__(self, model, X, Y, *, memory_budget: int | None = None):
         self.model = model
+        # shapes and dtypes as given: the fingerprint is the same in process and on Dask
+        self._given = [(np.shape(a), getattr(a, "dtype", None)) for a in (X, Y)]
         if X is not None and hasattr(model, "check_data"):
             X, Y = model.check_data(X, Y)
         self.X, self.Y = X, Y
@@ -141,6 +155,17 @@ class LocalObjective(Objective):
     def hvp(self, w, v, kind):
         return np.asarray(self.model.hvp(w, self.X, self.Y, v, kind=kind, **self._options),
                           dtype=float)
+
+    def data_fingerprint(self):
+        fingerprint = data_fingerprint(self.model, self.X, self.Y)
+        if fingerprint is not None:            # the shapes and dtypes given, not those checked
+            for name, (shape, dtype) in zip(("X", "Y"), self._given):
+                fingerprint[name].update(shape=[int(n) for n in shape],
+                                         dtype=str(dtype or fingerprint[name]["dtype"]))
+        return fingerprint
+
+    def evaluation_options(self):
+        return {"memory_budget": self._options.get("memory_budget") or DEFAULT_MEMORY_BUDGET}
 
 
 class DaskObjective(Objective):
@@ -216,6 +241,23 @@ class DaskObjective(Objective):
     def hvp(self, w, v, kind):
         result = self._evaluate(w, hvp=[(kind, np.asarray(v, dtype=float))])
         return np.asarray(result.hvp[0], dtype=float)
+
+    def data_fingerprint(self):
+        """Hashed on the workers, one task per block of the persisted data."""
+        from dask import delayed
+
+        starts = np.concatenate([[0], np.cumsum(self.X.chunks[0])[:-1]]).astype(int)
+        tasks = [delayed(shard_hashes)(self.model, x, y, int(start))
+                 for start, x, y in zip(starts, self.X.to_delayed().ravel(),
+                                        self.Y.to_delayed().ravel())]
+        terms = self.client.gather(self.client.compute(tasks))
+        return {name: describe(a.shape, a.dtype, combine_hashes(t[i] for t in terms))
+                for i, (name, a) in enumerate((("X", self.X), ("Y", self.Y)))}
+
+    def evaluation_options(self):
+        options = {k: v for k, v in self.evaluate_options.items() if v is not None}
+        options["memory_budget"] = options.get("memory_budget") or DEFAULT_MEMORY_BUDGET
+        return options
 
     def close(self):
         self.X = self.Y = None

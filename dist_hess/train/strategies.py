@@ -129,7 +129,8 @@ class StepStrategy(ABC):
     def solve(self, state: State) -> Step: ...
 
     def config(self) -> dict:
-        """JSON description (stored in checkpoints)."""
+        """JSON description (stored in checkpoints): the method and every option that
+        changes its steps (a resume with another config is refused)."""
         return {"method": self.name}
 
     def state_dict(self) -> dict:
@@ -201,7 +202,8 @@ class ExactNewton(StepStrategy):
         if structure not in (None, "full"):
             raise ValueError(f"method 'newton' uses the full matrix, got structure {structure!r}")
         self.kind = _check_kind(kind or "hessian")
-        self.k_easy, self.k_hard, self.max_factorizations = k_easy, k_hard, max_factorizations
+        self.k_easy, self.k_hard = float(k_easy), float(k_hard)
+        self.max_factorizations = int(max_factorizations)
 
     @property
     def curvature_request(self):
@@ -216,7 +218,8 @@ class ExactNewton(StepStrategy):
                     {"case": sol.case, "multiplier": sol.multiplier, "factorizations": sol.iterations})
 
     def config(self):
-        return {"method": self.name, "kind": self.kind}
+        return {"method": self.name, "kind": self.kind, "k_easy": self.k_easy,
+                "k_hard": self.k_hard, "max_factorizations": self.max_factorizations}
 
 
 class NewtonCG(StepStrategy):
@@ -245,7 +248,8 @@ class NewtonCG(StepStrategy):
                     {"case": sol.case, "cg_iterations": sol.iterations})
 
     def config(self):
-        return {"method": self.name, "kind": self.kind}
+        return {"method": self.name, "kind": self.kind, "max_cg_iter": self.max_cg_iter,
+                "forcing_exponent": self.forcing_exponent}
 
 
 def _eigensystem(state: State, kind: str, structure: str, method: str) -> BlockEigensystem:
