@@ -150,6 +150,11 @@ class SharedParamGrad:
             out[j * d:(j + 1) * d, j * d:] += phi.T @ R
         return out
 
+    def row_diagonal(self, q):            # (n, s) -> (s, d): sum_n q[n, j] phi[n, c]^2
+        """The diagonals of the row grams: ``diag(sum_n q[n, j] phi_n phi_n')`` per unit."""
+        phi = self.phi
+        return q.T @ (phi * phi)
+
     def left_expand(self, Q):             # (n, s, q) -> (n, s, d, q): Q[n,j,q] G[n,j,c]
         return Q[:, :, None, :] * self.phi[:, None, :, None]
 
@@ -187,6 +192,9 @@ class UnitParamGrad:
         """``sum_n G_n' Q_n G_n`` added to ``out`` ``(s d, s d)`` (every entry)."""
         out += np.einsum("njJ,nja,nJb->jaJb", Q, self.G, self.G).reshape(out.shape)
         return out
+
+    def row_diagonal(self, q):
+        return np.einsum("nj,njc->jc", q, self.G * self.G)
 
     def left_expand(self, Q):
         return Q[:, :, None, :] * self.G[:, :, :, None]
