@@ -70,7 +70,7 @@ def test_other_data_go_to_the_cli_loader(tmp_path):
 
 def test_fit_parser_defaults_and_choices():
     args = parse(["fit", "m.json", "sklearn:iris", "--out", "r.zarr"])
-    assert (args.method, args.max_iter, args.gtol, args.seed) == ("block-newton", 500, 1e-6, 0)
+    assert (args.method, args.max_iter, args.gtol, args.seed) == ("auto", 500, 1e-6, 0)
     assert args.checkpoint is None and args.scheduler is None and args.workers is None
     for bad in (["--method", "sgd"], ["--max-iter", "-1"], ["--workers", "0"],
                 ["--scheduler", "tcp://x:1", "--workers", "2"], ["--curvature", "hessian:diag"]):

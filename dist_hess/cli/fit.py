@@ -36,8 +36,8 @@ from .options import (add_cluster_options, add_target_option, client_from_args, 
 
 __all__ = ["add_command", "run_fit"]
 
-#: The ``--method`` choices: every registered step strategy.
-METHODS = tuple(STRATEGIES)
+#: The ``--method`` choices: ``auto`` and every registered step strategy.
+METHODS = ("auto", *STRATEGIES)
 #: The store holds the full Hessian (8 t^2 bytes: 32 MB at this size) up to this many parameters.
 FULL_HESSIAN_MAX_PARAMS = 2000
 
@@ -46,8 +46,8 @@ examples:
   # a 10-16-1 tanh network on scikit-learn's diabetes data, exact Newton, in-process
   dist-hess fit examples/models/diabetes.json sklearn:diabetes --method newton --out diabetes.zarr
 
-  # the default method (block Newton: CG preconditioned by the Hessian's row blocks)
-  # on 4 local worker processes, checkpointing every iteration
+  # the default method (auto: chosen from the network's size) on 4 local worker
+  # processes, checkpointing every iteration
   dist-hess fit examples/models/digits.json sklearn:digits --workers 4 \\
       --checkpoint digits-ckpt.zarr --out digits.zarr
 
@@ -84,18 +84,22 @@ def add_command(subparsers) -> None:
                    help="where to write the zarr store (an existing dist_hess store is replaced; "
                         "anything else there, or a parent that cannot be written, is refused "
                         "before training starts)")
-    p.add_argument("--method", choices=METHODS, default="block-newton",
-                   help="newton: exact Hessian, exact trust-region steps (t up to a few "
-                        "thousand); newton-cg: Steihaug-CG on exact Hessian-vector products; "
-                        "block-newton (default): CG preconditioned by the exact Hessian's row "
-                        "blocks, the scalable choice; lm: Levenberg-Marquardt on the "
-                        "Gauss-Newton matrix, switching to the exact Hessian near a minimum")
+    p.add_argument("--method", choices=METHODS, default="auto",
+                   help="auto (default): chosen from the number of parameters t by the rule "
+                        "in docs/training.md; newton: exact Hessian, exact trust-region steps "
+                        "(t up to a few thousand); newton-cg: Steihaug-CG on exact "
+                        "Hessian-vector products; block-newton: CG preconditioned by the exact "
+                        "Hessian's row blocks; lm: Levenberg-Marquardt on the Gauss-Newton "
+                        "matrix, switching to the exact Hessian near a minimum; hessian-free: "
+                        "damped Newton-CG with curvature from a rotating subsample of shards "
+                        "(large t)")
     p.add_argument("--structure", choices=STRUCTURES,
                    help="blocks used by block-newton (default row) or lm (default full)")
     p.add_argument("--max-iter", type=int_at_least(0), default=500, metavar="N",
                    help="at most N iterations, rejected trial steps included (default 500)")
     p.add_argument("--gtol", type=float_at_least(0), default=1e-6, metavar="G",
-                   help="stop when the gradient norm is at most G (default 1e-6)")
+                   help="stop when the gradient norm is at most G (default 1e-6), times "
+                        "max(1, |E|) under --method auto")
     p.add_argument("--max-time", type=float_at_least(0), metavar="SECONDS",
                    help="stop after this many seconds")
     p.add_argument("--checkpoint", metavar="PATH",

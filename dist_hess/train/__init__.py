@@ -7,6 +7,7 @@ checkpointing to zarr after every iteration (`dist_hess.train.checkpoint`).
 """
 from .checkpoint import read_checkpoint
 from .driver import fit, minimize
+from .hessian_free import HessianFree
 from .globalization import Damping, Globalization, TrustRegion
 from .objective import DaskObjective, LocalObjective, Objective
 from .result import FitResult, IterationRecord, Status
@@ -14,4 +15,4 @@ from .strategies import STRATEGIES
 
 __all__ = ["fit", "minimize", "FitResult", "IterationRecord", "Status", "TrustRegion", "Damping",
            "Globalization", "Objective", "LocalObjective", "DaskObjective", "read_checkpoint",
-           "STRATEGIES"]
+           "STRATEGIES", "HessianFree"]

@@ -37,6 +37,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..model import check_real
+from . import auto
 from .checkpoint import CheckpointWriter, model_fingerprint, read_checkpoint
 from .fingerprint import data_differences, option_differences, options_fingerprint
 from .globalization import Globalization, TrialStep, parse_globalization
@@ -79,11 +80,12 @@ def _initial_weights(objective: Objective, w0) -> np.ndarray:
     return objective.project(w)                 # pruned weights start (and stay) at zero
 
 
-def fit(model, X, Y, *, w0=None, method: str = "block-newton", client=None,
+def fit(model, X, Y, *, w0=None, method: str = "auto", client=None,
         max_iter: int = 500, gtol: float = 1e-6, ftol: float = 1e-14,
         max_time: float | None = None, checkpoint=None, callback=None, verbose: bool = False,
         kind: str | None = None, structure: str | None = None, globalization=None,
-        options: dict | None = None, memory_budget: int | None = None) -> FitResult:
+        options: dict | None = None, memory_budget: int | None = None,
+        relative_gtol: bool | None = None) -> FitResult:
     """Minimise ``E(w) = sum_i g(x^m_i, y_i) + pen(w)`` with a Newton-type method.
 
     Parameters
@@ -95,16 +97,23 @@ def fit(model, X, Y, *, w0=None, method: str = "block-newton", client=None,
     w0
         Starting weights ``(t,)``; default ``model.init(seed=0)``. Ignored when resuming.
     method
-        ``newton`` (exact Hessian, exact trust-region subproblem), ``newton-cg``
-        (Steihaug-CG on exact HVPs), ``block-newton`` (row/layer blocks made positive
-        definite; trust region or damping), ``lm`` (Levenberg-Marquardt on the
-        Gauss-Newton matrix, full or blocks). See `dist_hess.train.strategies`.
+        ``auto`` (default: the library picks from ``t`` and ``n`` by the rule of
+        `dist_hess.train.auto`; ``result.method`` names the method used), ``newton``
+        (exact Hessian, exact trust-region subproblem), ``newton-cg`` (Steihaug-CG on
+        exact HVPs), ``block-newton`` (row/layer blocks made positive definite; trust
+        region or damping), ``lm`` (Levenberg-Marquardt on the Gauss-Newton matrix, full
+        or blocks), ``hessian-free`` (damped Newton-CG with curvature from a rotating
+        shard subsample, `dist_hess.train.hessian_free`). See `dist_hess.train.strategies`.
     max_iter
         Limit on iterations, counting every trial step and the iterations of a run
         resumed from ``checkpoint`` (default 500).
     gtol, ftol
-        Stop when ``||grad E|| <= gtol``, or when an accepted step decreases ``E`` by
-        at most ``ftol * max(|E|, 1)`` (both count as converged; ``ftol=0`` disables).
+        Stop when ``||grad E|| <= gtol`` (``relative_gtol``: ``<= gtol * max(1, |E|)``), or
+        when an accepted step decreases ``E`` by at most ``ftol * max(|E|, 1)`` (both
+        count as converged; ``ftol=0`` disables).
+    relative_gtol
+        Whether ``gtol`` is relative to ``max(1, |E|)``; default ``None``: relative for
+        ``method="auto"``, absolute for a named method.
     max_time
         Seconds of wall time for this call (checked after each iteration).
     checkpoint
@@ -131,15 +140,26 @@ def fit(model, X, Y, *, w0=None, method: str = "block-newton", client=None,
         passed to every evaluation as in ``model.value(..., memory_budget=)`` and
         ``dh.evaluate(memory_budget=)``.
     """
+    if relative_gtol is None:
+        relative_gtol = method == auto.AUTO
+    if method == auto.AUTO:
+        choice = auto.choose(model.n_params, _rows(X), distributed=client is not None)
+        method, options = choice.method, {**choice.options, **dict(options or {})}
     strategy = make_strategy(method, kind=kind, structure=structure, options=options)
     rule = parse_globalization(globalization, strategy.globalizations)
-    objective = make_objective(model, X, Y, client=client, memory_budget=memory_budget)
+    objective = make_objective(model, X, Y, client=client, memory_budget=memory_budget,
+                               direct=strategy.uses_sampled_curvature)
     try:
         return minimize(objective, strategy, rule, w0=w0, max_iter=max_iter, gtol=gtol,
                         ftol=ftol, max_time=max_time, checkpoint=checkpoint,
-                        callback=callback, verbose=verbose)
+                        callback=callback, verbose=verbose, relative_gtol=relative_gtol)
     finally:
         objective.close()
+
+
+def _rows(X) -> int | None:
+    shape = getattr(X, "shape", None)
+    return None if not shape else int(shape[0])
 
 
 def _check_limits(max_iter, gtol, ftol, max_time):
@@ -154,9 +174,13 @@ def _check_limits(max_iter, gtol, ftol, max_time):
 def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, *,
              w0=None, max_iter: int = 500, gtol: float = 1e-6, ftol: float = 1e-14,
              max_time: float | None = None, checkpoint=None, callback=None,
-             verbose: bool = False) -> FitResult:
+             verbose: bool = False, relative_gtol: bool = False) -> FitResult:
     """The driver loop on an `Objective` (see the module docstring); `fit` builds its arguments."""
     _check_limits(max_iter, gtol, ftol, max_time)
+
+    def small_gradient(s: State) -> bool:
+        return s.gradient_norm <= (gtol * max(1.0, abs(s.value)) if relative_gtol else gtol)
+
     start = time.perf_counter()
     fingerprint = model_fingerprint(objective.model)
     data = options = None
@@ -194,7 +218,7 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
     state = State(w, value, objective.gradient(w), objective, iteration, **rule.knob_fields(knob))
 
     status, detail = None, ""
-    if state.gradient_norm <= gtol:
+    if small_gradient(state):
         status = Status.GTOL
     elif iteration >= max_iter:
         status = Status.MAX_ITER
@@ -234,7 +258,7 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
                                  **rule.knob_fields(used_knob), seconds=time.perf_counter() - t0)
         history.append(record)
 
-        if accepted and state.gradient_norm <= gtol:
+        if accepted and small_gradient(state):
             status = Status.GTOL
         elif accepted and relative_decrease <= ftol:
             status, detail = Status.FTOL, f"relative decrease {relative_decrease:.3g} <= ftol {ftol:g}"
@@ -250,7 +274,7 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
         if verbose:
             _print_record(record, rule)
 
-    message = _message(status, detail, state, gtol, max_iter, max_time)
+    message = _message(status, detail, state, gtol, max_iter, max_time, relative_gtol)
     if verbose:
         print(f"{strategy.name}: {status}: {message}", flush=True)
     return FitResult(w=state.w.copy(), value=state.value, gradient=state.gradient.copy(),
@@ -286,9 +310,11 @@ def _check_resume(resumed, strategy, rule, fingerprint, path, data, options) -> 
                          f"checkpoint path (max_iter and max_time may change)")
 
 
-def _message(status, detail, state, gtol, max_iter, max_time) -> str:
+def _message(status, detail, state, gtol, max_iter, max_time, relative_gtol=False) -> str:
     g = state.gradient_norm
     if status is Status.GTOL:
+        if relative_gtol:
+            return f"gradient norm {g:.3g} <= gtol {gtol:g} * max(1, |E|)"
         return f"gradient norm {g:.3g} <= gtol {gtol:g}"
     if status is Status.MAX_ITER:
         return f"reached max_iter={max_iter} with gradient norm {g:.3g}"
@@ -308,6 +334,7 @@ def _print_header(state, strategy, rule) -> None:
 
 def _print_record(r: IterationRecord, rule: Globalization) -> None:
     knob = getattr(r, rule.knob)
+    knob = "-" if knob is None else f"{knob:10.3e}"
     ratio = "-inf" if r.ratio is None else f"{r.ratio:9.3f}"
     print(f"{r.iteration:5d} {r.value:18.10g} {r.gradient_norm:10.3e} {r.step_norm:10.3e} "
-          f"{ratio:>9} {knob:10.3e} {'y' if r.accepted else 'n':>3} {r.seconds:7.3f}", flush=True)
+          f"{ratio:>9} {knob:>10} {'y' if r.accepted else 'n':>3} {r.seconds:7.3f}", flush=True)

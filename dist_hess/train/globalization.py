@@ -1,6 +1,6 @@
 """How the driver turns the ratio ``rho = actual / predicted reduction`` into decisions.
 
-One interface, `Globalization`, two rules; the driver (`dist_hess.train.driver`) holds
+One interface, `Globalization`, three rules; the driver (`dist_hess.train.driver`) holds
 one number for the rule, its *knob* (the trust-region radius or the damping ``mu``),
 and asks the rule four things about it:
 
@@ -25,6 +25,8 @@ goes to in the strategy's `State`, the `IterationRecord` and the checkpoint
 - `Damping`: accept when ``rho > eta`` (default 0: any decrease), then divide the
   damping ``mu`` by ten, else multiply it by ten (MATLAB ``trainlm``: ``mu = 1e-3``,
   ``mu_dec = 0.1``, ``mu_inc = 10``, ``mu_max = 1e10``).
+- `Monotone`: accept when ``rho > eta``; no knob (``None``): the strategy adapts its
+  own damping (``hessian-free``).
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ from typing import ClassVar
 
 import numpy as np
 
-__all__ = ["Globalization", "TrialStep", "TrustRegion", "Damping", "KNOBS", "parse_globalization"]
+__all__ = ["Globalization", "TrialStep", "TrustRegion", "Damping", "Monotone", "KNOBS",
+           "parse_globalization"]
 
 EPS = np.finfo(float).eps
 #: The knobs a rule may hold, as named in `State`, `IterationRecord` and checkpoints.
@@ -163,7 +166,35 @@ class Damping(Globalization):
         return None
 
 
-RULES: dict[str, type[Globalization]] = {cls.name: cls for cls in (TrustRegion, Damping)}
+@dataclass(frozen=True)
+class Monotone(Globalization):
+    """Accept when ``rho > eta`` (default 0: any decrease of ``E``); no knob of its own.
+
+    For a strategy that adapts its own damping (`dist_hess.train.hessian_free`: Martens'
+    damping follows the ratio of the CG solution, not of the backtracked step the driver
+    sees); the knob is always ``None`` and the rule never stalls.
+    """
+
+    eta: float = 0.0
+
+    name = "monotone"
+    knob = "damping"
+
+    def __post_init__(self):
+        if not 0 <= self.eta < 1:
+            raise ValueError(f"eta must lie in [0, 1), got {self.eta}")
+
+    def start(self) -> None:
+        return None
+
+    def update(self, knob, ratio: float, step: TrialStep) -> None:
+        return None
+
+    def stalled(self, knob, w: np.ndarray, step: TrialStep) -> str | None:
+        return None
+
+
+RULES: dict[str, type[Globalization]] = {cls.name: cls for cls in (TrustRegion, Damping, Monotone)}
 
 
 def parse_globalization(value, allowed: tuple[str, ...]) -> Globalization:

@@ -105,6 +105,16 @@ class Objective(ABC):
         """The evaluation options that change the numbers (stored in checkpoints)."""
         return {}
 
+    @property
+    def shard_boundaries(self) -> tuple[int, ...]:
+        """Row offsets of the shards (``b_i : b_{i+1}`` is shard ``i``), from ``n`` only."""
+        raise NotImplementedError(f"{type(self).__name__} has no shards")
+
+    def sampled_curvature(self, w: np.ndarray, shards):
+        """``B_S`` at ``w`` on the shards ``shards`` (indices): a
+        `dist_hess.distributed.sampled_curvature.SampledCurvature`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot subsample its curvature")
+
     def close(self) -> None:
         """Release what the objective holds (cluster data); it is unusable afterwards."""
 
@@ -114,9 +124,13 @@ class LocalObjective(Objective):
 
     A `dist_hess.Model` checks the data once here (``model.check_data``: shapes,
     finiteness, no empty or complex data), before any evaluation or checkpoint.
+
+    ``chunk_size``: rows per shard for `sampled_curvature` (default: the same shards as
+    on a cluster, `dist_hess.distributed.data.default_chunk_rows`).
     """
 
-    def __init__(self, model, X, Y, *, memory_budget: int | None = None):
+    def __init__(self, model, X, Y, *, memory_budget: int | None = None,
+                 chunk_size: int | None = None):
         self.model = model
         # shapes and dtypes as given: the fingerprint is the same in process and on Dask
         self._given = [(np.shape(a), getattr(a, "dtype", None)) for a in (X, Y)]
@@ -126,6 +140,8 @@ class LocalObjective(Objective):
         # passed on only when set: models that are not a dist_hess.Model need not take it
         self._options = {} if memory_budget is None else {"memory_budget": memory_budget}
         self._cache = _PointCache()
+        self._chunk_size = chunk_size                 # rows per shard of `sampled_curvature`
+        self._boundaries = None
 
     @property
     def n_examples(self) -> int | None:
@@ -167,6 +183,19 @@ class LocalObjective(Objective):
     def evaluation_options(self):
         return {"memory_budget": self._options.get("memory_budget") or DEFAULT_MEMORY_BUDGET}
 
+    @property
+    def shard_boundaries(self):
+        if self._boundaries is None:
+            # Imported here: dist_hess.distributed loads zarr, which a fit without
+            # subsampled curvature does not need.
+            from dist_hess.distributed.data import as_shards
+            self._boundaries = as_shards(self.X, self.Y, self._chunk_size).boundaries
+        return self._boundaries
+
+    def sampled_curvature(self, w, shards):
+        from dist_hess.distributed.sampled_curvature import LocalSampledCurvature
+        return LocalSampledCurvature(self.model, w, self.X, self.Y, self.shard_boundaries, shards)
+
 
 class DaskObjective(Objective):
     """Evaluations on a Dask cluster, the data persisted on the workers once.
@@ -182,10 +211,15 @@ class DaskObjective(Objective):
     for curvature-vector products, asked with ``hvp=[(kind, v)]``). With `prefetch`
     set, value, gradient and that curvature come from one call: one pass over the
     data per trial point.
+
+    With ``direct=True`` value and gradient come instead from tasks sent straight to the
+    persisted shards (`dist_hess.distributed.shard_pool.ShardPool`): a value alone is one
+    forward pass, and no collection graph is built per call. `sampled_curvature` always
+    uses that pool.
     """
 
     def __init__(self, model, X, Y, *, client=None, memory_budget: int | None = None,
-                 **evaluate_options):
+                 direct: bool = False, **evaluate_options):
         from dist_hess.distributed import persist_data
         from dist_hess.distributed.cluster import resolve_client
 
@@ -198,6 +232,8 @@ class DaskObjective(Objective):
         self.X, self.Y = persist_data(X, Y, self.client)
         self._cache = _PointCache()
         self._prefetch: tuple[str, str] | None = None
+        self._pool = None                             # ShardPool, made on first use
+        self.direct = bool(direct)
 
     @property
     def n_examples(self) -> int | None:
@@ -226,10 +262,28 @@ class DaskObjective(Objective):
         return entry
 
     def value(self, w):
+        if self.direct:
+            entry = self._cache.at(w)
+            if "value" not in entry:
+                entry["value"] = self._finish(w, value=self._shard_pool().value(self.model, w))["value"]
+            return entry["value"]
         return self._point(w)["value"]
 
     def gradient(self, w):
+        if self.direct:
+            entry = self._cache.at(w)
+            if "gradient" not in entry:
+                value, gradient = self._shard_pool().value_gradient(self.model, w)
+                entry.update(self._finish(w, value=value, gradient=gradient))
+            return entry["gradient"]
         return self._point(w)["gradient"]
+
+    def _finish(self, w, **sums) -> dict:
+        """The shards' sums with the penalty (and a mask) applied once."""
+        from dist_hess.engine.sums import finalize
+
+        out = finalize(self.model, np.asarray(w, dtype=float), dict(sums))
+        return {k: float(v) if k == "value" else np.asarray(v, dtype=float) for k, v in out.items()}
 
     def curvature(self, w, kind, structure):
         key = ("curvature", kind, structure)
@@ -259,11 +313,29 @@ class DaskObjective(Objective):
         options["memory_budget"] = options.get("memory_budget") or DEFAULT_MEMORY_BUDGET
         return options
 
+    @property
+    def shard_boundaries(self):
+        return self._shard_pool().boundaries
+
+    def _shard_pool(self):
+        if self._pool is None:
+            from dist_hess.distributed.shard_pool import ShardPool
+            self._pool = ShardPool(self.client, self.X, self.Y,
+                                   memory_budget=self.evaluate_options.get("memory_budget"))
+        return self._pool
+
+    def sampled_curvature(self, w, shards):
+        from dist_hess.distributed.sampled_curvature import PooledSampledCurvature
+        return PooledSampledCurvature(self.model, w, self._shard_pool(), shards)
+
     def close(self):
-        self.X = self.Y = None
+        if self._pool is not None:
+            self._pool.close()
+        self.X = self.Y = self._pool = None
 
 
-def make_objective(model, X, Y, *, client=None, memory_budget: int | None = None) -> Objective:
+def make_objective(model, X, Y, *, client=None, memory_budget: int | None = None,
+                   direct: bool = False) -> Objective:
     """Where the evaluations run (DESIGN.md §3, ``client=None`` is the embedded default).
 
     `DaskObjective` when ``X`` or ``Y`` is a dask array or a client is given; with
@@ -272,7 +344,9 @@ def make_objective(model, X, Y, *, client=None, memory_budget: int | None = None
     current client, or the embedded local cluster from
     `dist_hess.distributed.cluster.IN_PROCESS_WORK` on); otherwise `LocalObjective` in
     this process. Data that are neither numpy nor dask (e.g. zarr arrays) are read into
-    memory for the local case.
+    memory for the local case. ``direct``: a `DaskObjective` computes value and gradient
+    by tasks sent straight to the persisted shards (`ShardPool`: a forward pass alone for
+    a value, no collection graph), for strategies that use `sampled_curvature`.
     """
     # Imported here, not at the top: the dist_hess.distributed package loads zarr (store.py),
     # which `import dist_hess.train` does not need.
@@ -284,7 +358,7 @@ def make_objective(model, X, Y, *, client=None, memory_budget: int | None = None
             client = resolve_client(None, work=int(np.shape(X)[0]) * int(model.n_params))
         if client is None:
             return LocalObjective(model, _in_memory(X), _in_memory(Y), memory_budget=memory_budget)
-    return DaskObjective(model, X, Y, client=client, memory_budget=memory_budget)
+    return DaskObjective(model, X, Y, client=client, memory_budget=memory_budget, direct=direct)
 
 
 def _in_memory(a):

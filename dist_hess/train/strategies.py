@@ -120,6 +120,9 @@ class StepStrategy(ABC):
 
     name: ClassVar[str]
     globalizations: ClassVar[tuple[str, ...]]
+    #: Whether the strategy reads `Objective.sampled_curvature` (then a Dask objective
+    #: evaluates value and gradient by direct shard tasks as well).
+    uses_sampled_curvature: ClassVar[bool] = False
 
     @property
     def curvature_request(self) -> tuple[str, str] | None:

@@ -1,0 +1,61 @@
+"""``method="auto"``: which step strategy `dist_hess.fit` uses, from ``t``, ``n`` and the cluster.
+
+The rule (docs/training.md, "Which method: auto"):
+
+=======================================  ==============================  =====================
+when                                     method                          why
+=======================================  ==============================  =====================
+``t <= NEWTON_MAX_PARAMS``               ``newton``                      the full Hessian
+                                                                         (``t x t``) costs less
+                                                                         than a few products
+``t <= BLOCK_MAX_PARAMS``                ``block-newton``                row blocks fit, CG
+                                                                         preconditioned by them
+otherwise                                ``hessian-free``                no block fits: products
+                                                                         on a shard subsample
+=======================================  ==============================  =====================
+
+The small-network branches (the first two) belong to the small-network benchmark
+(``benchmarks/bench_basins.py``); the last one to ``benchmarks/bench_train_scale.py``.
+Whether a cluster is used does not change the choice today: every method runs on
+either (`dist_hess.train.objective.make_objective` decides where), and
+``hessian-free``'s products go to the workers that hold the shards.
+
+`choose` returns the method and its options; `dist_hess.fit` records the method in
+``FitResult.method`` (never ``"auto"``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["AUTO", "Choice", "choose", "NEWTON_MAX_PARAMS", "BLOCK_MAX_PARAMS"]
+
+AUTO = "auto"
+#: Largest ``t`` for which ``auto`` takes ``newton`` (one ``t x t`` Hessian per iteration).
+NEWTON_MAX_PARAMS = 1_000
+#: Largest ``t`` for which ``auto`` takes ``block-newton``: the row blocks
+#: (``sum_k s_k d_k^2`` numbers) and their eigendecompositions stay cheap next to a
+#: product at this size (docs/training.md, "Training at scale").
+BLOCK_MAX_PARAMS = 20_000
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The method ``auto`` picked, its ``options`` and one sentence saying why."""
+
+    method: str
+    options: dict = field(default_factory=dict)
+    reason: str = ""
+
+
+def choose(n_params: int, n_examples: int | None, *, distributed: bool) -> Choice:
+    """The rule of the module docstring for a model with ``n_params`` parameters and
+    ``n_examples`` rows (``None`` when unknown), on a cluster or not."""
+    t = int(n_params)
+    where = "on the cluster" if distributed else "in this process"
+    if t <= NEWTON_MAX_PARAMS:
+        return Choice("newton", {}, f"t = {t} <= {NEWTON_MAX_PARAMS}: the exact Hessian ({where})")
+    if t <= BLOCK_MAX_PARAMS:
+        return Choice("block-newton", {}, f"t = {t} <= {BLOCK_MAX_PARAMS}: row-block "
+                                          f"preconditioned Newton-CG ({where})")
+    return Choice("hessian-free", {}, f"t = {t} > {BLOCK_MAX_PARAMS}: Hessian-free Newton "
+                                      f"on a shard subsample ({where})")
