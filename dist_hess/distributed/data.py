@@ -20,6 +20,7 @@ import numpy as np
 
 from ..model import NO_EXAMPLES, refuse_complex
 from .cluster import resolve_client
+from .transport import load_shards
 
 __all__ = ["Shards", "as_shards", "default_chunk_rows", "persist_data", "is_dask_array",
            "MIN_SHARD_ROWS", "MAX_DEFAULT_SHARDS"]
@@ -168,11 +169,16 @@ def persist_data(X, Y, client=None, *, chunk_size: int | None = None):
 
     Pass the returned arrays to every later :func:`dist_hess.evaluate` call
     (e.g. each Newton iteration): the shards stay in the workers' memory and
-    only weights and partial sums travel.
+    only weights and partial sums travel. Numpy data are not embedded in the graph:
+    the workers read them from shard files when they all run on this machine, else
+    they are scattered once (`dist_hess.distributed.transport`).
 
     ``client``: a ``distributed.Client`` or a scheduler address; ``None`` means
     the current client, else the embedded local cluster.
     """
-    shards = as_shards(X, Y, chunk_size).as_dask()
-    X, Y = resolve_client(client).persist([shards.X, shards.Y])
+    shards = as_shards(X, Y, chunk_size)
+    client = resolve_client(client)
+    if not shards.lazy:                 # numpy: read by the workers, not sent in a graph
+        return load_shards(client, shards.X, shards.Y, shards.boundaries)
+    X, Y = client.persist([shards.X, shards.Y])
     return X, Y

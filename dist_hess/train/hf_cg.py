@@ -15,7 +15,9 @@ Hessian-free optimisation work (Martens 2010, §4.5-4.7):
   for more), or when the residual ``||(B + mu I) p + g|| <= tol`` (the forcing
   condition of inexact Newton, N&W eq. 7.3), or after ``max_iter`` products, or when a
   direction of non-positive curvature ``d'(B + mu I)d <= 0`` appears (possible only
-  when ``B`` is the exact, indefinite Hessian): the current iterate is returned;
+  when ``B`` is the exact, indefinite Hessian): the current iterate is returned, and
+  ``info["rayleigh"]`` holds ``d'(B + mu I)d / d'd <= 0`` for that direction (so the
+  caller knows by how much ``mu`` fell short of making ``B + mu I`` positive definite);
 - **saved iterates**: the iterates ``x_i`` at ``i = ceil(gamma^j)`` and the last one are
   returned with ``phi`` and the undamped model ``m(x) = g'x + 1/2 x'Bx = phi(x) -
   mu/2 ||x||^2``, so the caller can backtrack along them (Martens 2010, §4.6).
@@ -116,7 +118,7 @@ def hf_cg(product, g: np.ndarray, damping: float, *, max_iter: int, tol: float =
     y = r / c
     d = -y
     ry = dot(r, y)
-    case, i = "max_iter", 0
+    case, i, info = "max_iter", 0, {}
     if math.sqrt(dot(r, r)) <= tol:
         case = "residual"
     else:
@@ -125,6 +127,7 @@ def hf_cg(product, g: np.ndarray, damping: float, *, max_iter: int, tol: float =
             curvature = dot(d, Ad)
             if not curvature > 0.0:
                 case, i = "negative_curvature", i - 1
+                info["rayleigh"] = curvature / dot(d, d)     # d'(B + mu I)d / d'd <= 0
                 break
             alpha = ry / curvature
             x = x + alpha * d
@@ -146,4 +149,4 @@ def hf_cg(product, g: np.ndarray, damping: float, *, max_iter: int, tol: float =
             ry = ry_next
     if not iterates or iterates[-1].iteration != i:
         iterates.append(CGIterate(i, x.copy(), phi, phi - 0.5 * damping * dot(x, x)))
-    return CGResult(iterates, case, products, warm)
+    return CGResult(iterates, case, products, warm, info)
