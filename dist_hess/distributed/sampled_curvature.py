@@ -8,7 +8,7 @@ For a subsample ``S`` of the shards holding ``n_S`` of the ``n`` rows,
 estimate of the curvature ``B = sum_i B_i + pen''`` when ``S`` is drawn uniformly; ``S``
 all shards gives ``B`` itself. ``B_i`` is the exact Hessian of ``g_i`` or its
 Gauss-Newton matrix (`dist_hess.engine.operator`). A pruned model gets
-``P B_S P + (I - P)`` like every other curvature (`dist_hess.engine.sums.finalize`).
+``P B_S P + (I - P)`` like every other curvature (`dist_hess.engine.finalize`).
 
 The per-shard operators live where the shard is: in this process (`LocalSampledCurvature`)
 or on the Dask workers (`PooledSampledCurvature`, from a
@@ -21,8 +21,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ..engine import Request, finalize
 from ..engine.operator import ShardCurvature
-from ..engine.sums import Request, finalize
 from .tree import DEFAULT_SPLIT_EVERY, tree_reduce
 
 __all__ = ["SampledCurvature", "LocalSampledCurvature", "PooledSampledCurvature"]

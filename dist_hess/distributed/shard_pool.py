@@ -25,6 +25,7 @@ import uuid
 
 import numpy as np
 
+from ..engine import Request, shard_sums
 from ..engine.operator import ShardCurvature
 from .data import as_shards, persist_data
 from .tree import DEFAULT_SPLIT_EVERY, tree_reduce
@@ -39,16 +40,12 @@ def _identity(x):
 
 
 def _value_gradient(model, w, X, Y, memory_budget):
-    from ..engine.sums import Request, shard_sums
-
     sums = shard_sums(model, w, np.asarray(X), np.asarray(Y),
                       Request(value=True, gradient=True, memory_budget=memory_budget))
     return float(sums["value"]), sums["gradient"]
 
 
 def _value(model, w, X, Y, memory_budget):
-    from ..engine.sums import Request, shard_sums
-
     sums = shard_sums(model, w, np.asarray(X), np.asarray(Y),
                       Request(value=True, gradient=False, memory_budget=memory_budget))
     return float(sums["value"])

@@ -5,7 +5,7 @@ For the examples ``i`` of a shard and weights ``w``,
     B = sum_i B_i,   B_i = J_i' g_i'' J_i               (kind ``gauss_newton``)
                      B_i = d^2 g(x^m_i(w), y_i) / dw^2   (kind ``hessian``)
 
-without the penalty (shards return sums, STYLE habit 4; `dist_hess.engine.sums.finalize`
+without the penalty (shards return sums, STYLE habit 4; `dist_hess.engine.finalize`
 adds ``pen''`` once). A `ShardCurvature` runs the forward pass and the first-order
 backward pass once (`forward`, `first_order`) and keeps them, so each product ``B v``
 afterwards costs one tangent pass and one reverse pass (`curvature_vector_product`,
@@ -18,18 +18,19 @@ diag(d^2P_j/dW_j^2)``, from one second-order backward pass carrying only ``diag(
 where the layer allows it (`diag_only_layers`), so it costs about one gradient, not the
 ``sum_k s_k d_k^2`` of the row blocks.
 
-Rows are processed in chunks sized by the engine's memory budget (`chunk_size`); the
-forward caches of all chunks are kept (about ``sum_k (r_k + 6 s_k)`` floats per
+Rows are processed in batches sized by the engine's memory budget (`batch_rows`); the
+forward caches of all batches are kept (about ``sum_k (r_k + 6 s_k)`` floats per
 example).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .backward import first_order, second_order
+from .backward import diag_only_layers, first_order, second_order
+from .budget import batch_rows
 from .forward import forward
 from .hvp import curvature_vector_product
-from .sums import Request, chunk_size, diag_only_layers
+from .request import Request
 
 __all__ = ["ShardCurvature", "PRODUCT_KINDS"]
 
@@ -48,7 +49,7 @@ class ShardCurvature:
 
     ``value`` and ``gradient`` are the shard's sums ``sum_i g_i`` and ``sum_i dg_i/dw``
     at ``w`` (no penalty), from the same passes. A pruned model (``model.mask``) gets the
-    projected weights and directions, as in `dist_hess.engine.sums.shard_sums`.
+    projected weights and directions, as in `dist_hess.engine.shard_sums`.
     """
 
     def __init__(self, model, w, X, Y, *, memory_budget: int | None = None):
@@ -59,8 +60,8 @@ class ShardCurvature:
         self.n = int(X.shape[0])
         self._Ws = model.unpack(w if self.mask is None else w * self.mask)
         request = Request(curvature=(("hessian", "row"),), hvp=(("hessian", None),),
-                          memory_budget=memory_budget or getattr(model, "memory_budget", None))
-        step = chunk_size(model, request, max(self.n, 1))
+                          memory_budget=memory_budget)
+        step = batch_rows(model, request, max(self.n, 1))
         self._chunks = []
         self.value = 0.0
         gradient = [np.zeros(shape) for shape in model.layer_shapes]

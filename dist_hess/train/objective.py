@@ -22,6 +22,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..engine import finalize
 from ..engine.budget import DEFAULT_MEMORY_BUDGET
 from .fingerprint import combine_hashes, data_fingerprint, describe, shard_hashes
 
@@ -194,7 +195,8 @@ class LocalObjective(Objective):
 
     def sampled_curvature(self, w, shards):
         from dist_hess.distributed.sampled_curvature import LocalSampledCurvature
-        return LocalSampledCurvature(self.model, w, self.X, self.Y, self.shard_boundaries, shards)
+        return LocalSampledCurvature(self.model, w, self.X, self.Y, self.shard_boundaries, shards,
+                                     memory_budget=self._options.get("memory_budget"))
 
 
 class DaskObjective(Objective):
@@ -280,8 +282,6 @@ class DaskObjective(Objective):
 
     def _finish(self, w, **sums) -> dict:
         """The shards' sums with the penalty (and a mask) applied once."""
-        from dist_hess.engine.sums import finalize
-
         out = finalize(self.model, np.asarray(w, dtype=float), dict(sums))
         return {k: float(v) if k == "value" else np.asarray(v, dtype=float) for k, v in out.items()}
 
