@@ -2,26 +2,25 @@
 
 A `ShardPool` is the data of one fit on a Dask cluster: ``X, Y`` loaded onto the
 workers once (`dist_hess.distributed.data.persist_data`), one future per shard and
-array, in shard order. Its calls submit one small task per shard directly on those
-futures (``client.submit``; no collection graph is built), so a call costs one round
-trip to the scheduler plus the work:
+array, in shard order. Its calls submit **one task per worker**, on the futures of
+the shards that worker holds (``client.submit``; no collection graph is built), so a
+call costs one round trip to the scheduler plus the work:
 
 - `value_gradient(w)`: ``sum_i g_i`` and ``sum_i dg_i/dw`` over all shards;
 - `value(w)`: the value alone (a forward pass, no backward);
 - `curvature(w, shards)`: a `dist_hess.engine.operator.ShardCurvature` built on each
-  named shard and left on the worker that holds it; its ``product(v)`` and
-  ``diagonal()`` then cost one round trip each, with no forward pass.
+  named shard and left on the worker that holds it; its products and diagonals then
+  cost one round trip each, with no forward pass.
 
-The weights and each product's vector reach the tasks as one key computed from a
-task that returns them (like ``evaluate``'s payload key): every worker fetches it once
-from a peer, and a worker that dies holding it costs a recomputation, not a lost input.
-Shard results come back to the client one per shard and are added there along the
-fixed tree of `dist_hess.distributed.tree`, so sums do not depend on where a task ran:
-the same bits on any number of workers.
+The model, the weights and each product's vector travel inside the tasks (one copy per
+worker), so a task lost with its worker is rerun elsewhere from its own arguments. A worker's
+task returns one result *per shard*; the client adds them along the fixed tree of
+`dist_hess.distributed.tree` in shard order, so the sums do not depend on which worker
+held which shard: the same bits on any number of workers. Which worker holds a shard
+is read once from the scheduler and is only a hint: a task whose shards moved still
+runs, wherever they are.
 """
 from __future__ import annotations
-
-import uuid
 
 import numpy as np
 
@@ -35,38 +34,37 @@ __all__ = ["ShardPool", "RemoteCurvature"]
 
 # ---------------------------------------------------------------- worker-side functions
 
-def _identity(x):
-    return x
+def _value_gradients(model, w, memory_budget, xs, ys):
+    request = Request(value=True, gradient=True, memory_budget=memory_budget)
+    out = []
+    for X, Y in zip(xs, ys):
+        sums = shard_sums(model, w, np.asarray(X), np.asarray(Y), request)
+        out.append((float(sums["value"]), sums["gradient"]))
+    return out
 
 
-def _value_gradient(model, w, X, Y, memory_budget):
-    sums = shard_sums(model, w, np.asarray(X), np.asarray(Y),
-                      Request(value=True, gradient=True, memory_budget=memory_budget))
-    return float(sums["value"]), sums["gradient"]
-
-
-def _value(model, w, X, Y, memory_budget):
-    sums = shard_sums(model, w, np.asarray(X), np.asarray(Y),
-                      Request(value=True, gradient=False, memory_budget=memory_budget))
-    return float(sums["value"])
+def _values(model, w, memory_budget, xs, ys):
+    request = Request(value=True, gradient=False, memory_budget=memory_budget)
+    return [float(shard_sums(model, w, np.asarray(X), np.asarray(Y), request)["value"])
+            for X, Y in zip(xs, ys)]
 
 
 def _build(model, w, X, Y, memory_budget):
     return ShardCurvature(model, w, np.asarray(X), np.asarray(Y), memory_budget=memory_budget)
 
 
-def _product(op: ShardCurvature, v, kind):
-    return op.product(v, kind)
+def _products(v, kind, ops):
+    return [op.product(v, kind) for op in ops]
 
 
-def _diagonal(op: ShardCurvature, kind):
-    return op.diagonal(kind)
+def _diagonals(kind, ops):
+    return [op.diagonal(kind) for op in ops]
 
 
 # ---------------------------------------------------------------- client side
 
-def _sum(parts, split_every=DEFAULT_SPLIT_EVERY):
-    return tree_reduce(iter(parts), np.add, split_every)
+def _sum(parts):
+    return tree_reduce(iter(parts), lambda a, b: a + b, DEFAULT_SPLIT_EVERY)
 
 
 class ShardPool:
@@ -84,12 +82,13 @@ class ShardPool:
         self.memory_budget = memory_budget
         Xd, Yd = persist_data(X, Y, client, chunk_size=chunk_size)
         self.X, self.Y = Xd, Yd                      # kept: they own the futures
-        shards = as_shards(Xd, Yd)
-        self.boundaries = shards.boundaries
+        self.boundaries = as_shards(Xd, Yd).boundaries
         by_key = {f.key: f for f in futures_of(Xd) + futures_of(Yd)}
         self._x = [by_key[k] for k in _row_keys(Xd)]
         self._y = [by_key[k] for k in _row_keys(Yd)]
-        self._model = {}
+        client.gather(client.map(len, self._x, pure=False))     # wait: placed and ready
+        who = client.who_has(self._x)
+        self._where = [next(iter(who.get(f.key, ())), None) for f in self._x]
 
     @property
     def n_shards(self) -> int:
@@ -103,43 +102,53 @@ class ShardPool:
         b = self.boundaries
         return int(sum(b[i + 1] - b[i] for i in shards))
 
-    def _key(self, obj, prefix):
-        """A future computed by a task that returns ``obj``: one graph key, recomputable."""
-        return self.client.submit(_identity, obj, key=f"{prefix}-{uuid.uuid4().hex[:12]}")
+    def groups(self, shards) -> list[tuple[str | None, list[int]]]:
+        """``shards`` grouped by the worker that held them when the pool was made."""
+        out: dict = {}
+        for i in shards:
+            out.setdefault(self._where[i], []).append(i)
+        return list(out.items())
 
-    def model_future(self, model):
-        key = id(model)
-        if key not in self._model:
-            self._model = {key: (model, self._key(model, "model"))}
-        return self._model[key][1]
+    def submit_per_worker(self, fn, args, shards, per_shard):
+        """One task ``fn(*args, [per_shard(i) for i in its shards])`` per worker; the results
+        as one list in the order of ``shards``."""
+        client = self.client
+        tasks = []
+        for worker, group in self.groups(shards):
+            hint = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+            columns = [list(c) for c in zip(*(per_shard(i) for i in group))]
+            tasks.append((group, client.submit(fn, *args, *columns, pure=False, **hint)))
+        results = client.gather([f for _, f in tasks])
+        by_shard = {i: r for (group, _), rs in zip(tasks, results) for i, r in zip(group, rs)}
+        return [by_shard[i] for i in shards]
 
     def value_gradient(self, model, w) -> tuple[float, np.ndarray]:
         """``(sum_i g_i, sum_i dg_i/dw)`` over all rows (no penalty)."""
-        mf, wf = self.model_future(model), self._key(np.asarray(w, dtype=float), "weights")
-        futures = [self.client.submit(_value_gradient, mf, wf, x, y, self.memory_budget,
-                                      pure=False) for x, y in zip(self._x, self._y)]
-        parts = self.client.gather(futures)
-        return (float(tree_reduce(iter(p[0] for p in parts), lambda a, b: a + b, DEFAULT_SPLIT_EVERY)),
-                _sum([p[1] for p in parts]))
+        parts = self.submit_per_worker(
+            _value_gradients, (model, np.asarray(w, dtype=float), self.memory_budget),
+            range(self.n_shards), lambda i: (self._x[i], self._y[i]))
+        return float(_sum([p[0] for p in parts])), _sum([p[1] for p in parts])
 
     def value(self, model, w) -> float:
         """``sum_i g_i`` over all rows (no penalty): one forward pass per shard."""
-        mf, wf = self.model_future(model), self._key(np.asarray(w, dtype=float), "weights")
-        futures = [self.client.submit(_value, mf, wf, x, y, self.memory_budget, pure=False)
-                   for x, y in zip(self._x, self._y)]
-        return float(tree_reduce(iter(self.client.gather(futures)), lambda a, b: a + b,
-                                 DEFAULT_SPLIT_EVERY))
+        parts = self.submit_per_worker(
+            _values, (model, np.asarray(w, dtype=float), self.memory_budget),
+            range(self.n_shards), lambda i: (self._x[i], self._y[i]))
+        return float(_sum(parts))
 
     def curvature(self, model, w, shards) -> "RemoteCurvature":
         """`ShardCurvature` operators at ``w`` on ``shards`` (indices), left on the workers."""
-        mf, wf = self.model_future(model), self._key(np.asarray(w, dtype=float), "weights")
-        ops = [self.client.submit(_build, mf, wf, self._x[i], self._y[i], self.memory_budget,
-                                  pure=False) for i in shards]
-        return RemoteCurvature(self, ops)
+        w = np.asarray(w, dtype=float)
+        ops = {}
+        for worker, group in self.groups(shards):
+            hint = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+            for i in group:
+                ops[i] = self.client.submit(_build, model, w, self._x[i], self._y[i],
+                                            self.memory_budget, pure=False, **hint)
+        return RemoteCurvature(self, tuple(shards), ops)
 
     def close(self) -> None:
         self._x = self._y = []
-        self._model = {}
         self.X = self.Y = None
 
 
@@ -151,20 +160,18 @@ def _row_keys(a):
 class RemoteCurvature:
     """The shard operators of one sample on the workers: per-shard products and diagonals."""
 
-    def __init__(self, pool: ShardPool, ops):
-        self.pool, self.ops = pool, list(ops)
+    def __init__(self, pool: ShardPool, shards, ops: dict):
+        self.pool, self.shards, self.ops = pool, shards, ops
 
     def shard_products(self, v, kind) -> list[np.ndarray]:
-        client = self.pool.client
-        vf = self.pool._key(np.asarray(v, dtype=float), "vector")
-        return client.gather([client.submit(_product, op, vf, kind, pure=False)
-                              for op in self.ops])
+        return self.pool.submit_per_worker(_products, (np.asarray(v, dtype=float), kind),
+                                           self.shards, lambda i: (self.ops[i],))
 
     def shard_diagonals(self, kind) -> list[np.ndarray]:
-        client = self.pool.client
-        return client.gather([client.submit(_diagonal, op, kind, pure=False) for op in self.ops])
+        return self.pool.submit_per_worker(_diagonals, (kind,), self.shards,
+                                           lambda i: (self.ops[i],))
 
     def release(self) -> None:
-        for op in self.ops:
+        for op in self.ops.values():
             op.release()
-        self.ops = []
+        self.ops = {}
