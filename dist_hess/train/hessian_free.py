@@ -56,6 +56,7 @@ import math
 
 import numpy as np
 
+from .driver import reduction_ratio
 from .hf_cg import hf_cg
 from .strategies import STRATEGIES, State, Step, StepStrategy
 from .subsample import ShardSchedule
@@ -259,8 +260,7 @@ class HessianFree(StepStrategy):
             kind = "gauss_newton"                       # negative curvature at once
             result = hf_cg(lambda v: sample.product(v, kind), g, mu, max_iter=cap,
                            tol=eta * g_norm, preconditioner=c, x0=x0)
-        chosen, ratio_last, values = self._backtrack(state, result.iterates)
-        ratio_chosen = _ratio(state, chosen)
+        chosen, ratio_chosen, ratio_last, values = self._backtrack(state, result.iterates)
         self._update_damping(ratio_last if self.damping_ratio == "last" else ratio_chosen)
         if result.case == "negative_curvature":      # mu too small for B + mu I > 0
             needed = mu - 2.0 * result.info["rayleigh"]
@@ -277,14 +277,16 @@ class HessianFree(StepStrategy):
         return Step(chosen.x, max(-chosen.model, 0.0), False, info)
 
     def _backtrack(self, state: State, iterates):
-        """The best saved iterate by ``E`` on all rows (last first), the ratio of the last."""
-        from .driver import reduction_ratio
-
+        """The best saved iterate by ``E`` on all rows (last first, then back while ``E``
+        falls): ``(iterate, its ratio, the last iterate's ratio, values computed)``."""
         objective = state.objective
+
+        def ratio(value, iterate):
+            return float(reduction_ratio(state.value - value, -iterate.model, state.value))
+
         last = iterates[-1]
-        value_last = _trial_value(objective, state.w + last.x)
-        ratio_last = reduction_ratio(state.value - value_last, -last.model, state.value)
-        best, best_value, values = last, value_last, 1
+        best, best_value = last, _trial_value(objective, state.w + last.x)
+        ratio_last, values = ratio(best_value, last), 1
         if self.backtrack:
             for it in reversed(iterates[:-1]):
                 value = _trial_value(objective, state.w + it.x)
@@ -292,9 +294,9 @@ class HessianFree(StepStrategy):
                 if not value < best_value:
                     break
                 best, best_value = it, value
-        if best is not last:                        # the driver re-reads the chosen value
-            objective.value(state.w + best.x)
-        return best, float(ratio_last), values
+        if best is not last:                 # the objective keeps the last points it saw
+            _trial_value(objective, state.w + best.x)
+        return best, ratio(best_value, best), ratio_last, values
 
     def _update_damping(self, ratio: float) -> None:
         if ratio > 0:
@@ -305,13 +307,6 @@ class HessianFree(StepStrategy):
             self._nu *= 2.0
         self._mu_rel = min(max(self._mu_rel, 1e-12), 1e12)
         self._poor = self._poor + 1 if ratio < 0.25 else 0
-
-
-def _ratio(state, iterate) -> float:
-    from .driver import reduction_ratio
-
-    value = state.objective.value(state.w + iterate.x)
-    return float(reduction_ratio(state.value - value, -iterate.model, state.value))
 
 
 def _trial_value(objective, w) -> float:

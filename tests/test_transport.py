@@ -1,0 +1,82 @@
+"""Numpy data reach the workers without a graph that holds them (slow: a real cluster).
+
+`persist_data` writes each shard once to a temporary file that the workers read (every
+worker runs on this machine), so no large graph is sent (distributed warns above 10 MB)
+and the scheduler holds no copy; evaluations equal the in-process engine; the files go
+when the arrays do. `ShardPool` calls equal the engine too.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import dist_hess as dh
+from dist_hess.distributed import persist_data
+from dist_hess.distributed.cluster import BLAS_ENV
+from dist_hess.distributed.shard_pool import ShardPool
+from dist_hess.distributed.transport import workers_are_local
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.slow
+
+SPEC = {"inputs": 300, "layers": [{"type": "dense", "units": 4, "activation": "tanh"},
+                                  {"type": "dense", "units": 3, "activation": "identity"}],
+        "loss": "softmax_cross_entropy", "penalty": {"type": "l2", "lambda": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0", env=dict(BLAS_ENV)) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+def test_numpy_data_are_read_by_the_workers_not_sent_in_a_graph(client):
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(6000, 300)), rng.integers(0, 3, size=6000)   # 14 MB of X
+    model = dh.Model.from_dict(SPEC)
+    w = model.init(seed=1)
+    assert workers_are_local(client)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # "Sending large graph" is a warning
+        Xp, Yp = persist_data(X, Y, client, chunk_size=1000)
+        got = dh.evaluate(model, w, Xp, Yp, client=client)
+    assert Xp.chunks[0] == (1000,) * 6
+    value, gradient = model.value_and_gradient(w, X, Y)
+    assert got.value == pytest.approx(value, rel=1e-12)
+    np.testing.assert_allclose(got.gradient, gradient, rtol=1e-10, atol=1e-12)
+    directory = Xp._dist_hess_files.directory
+    assert sorted(os.listdir(directory))[:2] == ["X_0.npy", "X_1.npy"]
+    del Xp, Yp, got
+    gc.collect()
+    assert not os.path.exists(directory)
+
+
+def test_shard_pool_sums_equal_the_engine(client):
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(900, 300)), rng.integers(0, 3, size=900)
+    model = dh.Model.from_dict(SPEC)
+    w = model.init(seed=2)
+    pool = ShardPool(client, X, Y, chunk_size=200)                        # 5 shards
+    assert pool.n_shards == 5 and pool.rows((0, 4)) == 300
+    value, gradient = pool.value_gradient(model, w)
+    pen = model.penalty
+    want_value, want_gradient = model.value_and_gradient(w, X, Y)
+    assert value + pen.value(w, model.penalty_mask) == pytest.approx(want_value, rel=1e-12)
+    np.testing.assert_allclose(gradient + pen.gradient(w, model.penalty_mask), want_gradient,
+                               rtol=1e-10, atol=1e-12)
+    assert pool.value(model, w) == pytest.approx(value, rel=1e-12)
+    v = rng.normal(size=model.n_params)
+    remote = pool.curvature(model, w, (1, 3))
+    products = remote.shard_products(v, "hessian")
+    rows = np.r_[200:400, 600:800]
+    want = model.hvp(w, X[rows], Y[rows], v) - pen.hessian_diagonal(model.penalty_mask) * v
+    np.testing.assert_allclose(products[0] + products[1], want, rtol=1e-10, atol=1e-12)
+    remote.release()
+    pool.close()
