@@ -41,8 +41,8 @@ curvature of ``H + mu I`` on its first direction, the iteration falls back to
 Gauss-Newton for that solve.
 
 When the sample grows (by ``sample_growth``, up to all shards): when ``||g||`` has
-fallen by ``growth_gradient_drop`` since the last growth, or when ``rho`` of the last CG
-iterate stayed below 1/4 for ``growth_patience`` iterates in a row (the sample's model
+fallen by ``growth_gradient_drop`` since the last growth, or when the ratio the damping
+follows stayed below 1/4 for ``growth_patience`` iterates in a row (the sample's model
 is poor: more damping would only shorten the steps).
 
 The driver's globalisation only accepts or rejects (`Monotone`); everything the
