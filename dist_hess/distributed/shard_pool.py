@@ -18,7 +18,8 @@ task returns one result *per shard*; the client adds them along the fixed tree o
 `dist_hess.distributed.tree` in shard order, so the sums do not depend on which worker
 held which shard: the same bits on any number of workers. Which worker holds a shard
 is read once from the scheduler and is only a hint: a task whose shards moved still
-runs, wherever they are.
+runs, wherever they are. Results are gathered as `dh.evaluate` gathers them
+(`gather_watching_workers`): a cluster left with no worker ends the call with an error.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..engine import Request, shard_sums
 from ..engine.operator import ShardCurvature
+from .cluster import gather_watching_workers
 from .data import as_shards, persist_data
 from .tree import DEFAULT_SPLIT_EVERY, tree_reduce
 
@@ -118,7 +120,7 @@ class ShardPool:
             hint = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
             columns = [list(c) for c in zip(*(per_shard(i) for i in group))]
             tasks.append((group, client.submit(fn, *args, *columns, pure=False, **hint)))
-        results = client.gather([f for _, f in tasks])
+        results = gather_watching_workers(client, [f for _, f in tasks])
         by_shard = {i: r for (group, _), rs in zip(tasks, results) for i, r in zip(group, rs)}
         return [by_shard[i] for i in shards]
 
