@@ -90,10 +90,11 @@ def test_evaluate_survives_a_worker_killed_at_many_moments(client, tmp_path):
         np.testing.assert_array_equal(stored.gradient, clean.gradient)
 
 
-def test_fit_survives_a_worker_killed_at_many_moments(client):
+@pytest.mark.parametrize("method", ["block-newton", "hessian-free"])
+def test_fit_survives_a_worker_killed_at_many_moments(client, method):
     model, w, X, Y = _problem(2000)
     X = da.from_array(X, chunks=(250, -1))
-    options = dict(method="block-newton", max_iter=15, gtol=0.0, ftol=0.0, client=client)
+    options = dict(method=method, max_iter=15, gtol=0.0, ftol=0.0, client=client)
     clean = dh.fit(model, X, Y, w0=w, **options)
     for i, offset in enumerate((0.2, 0.7)):
         timer = _kill_one_worker_after(client, offset, i)
