@@ -28,7 +28,7 @@ from .engine.row_tensors import row_tensor
 from .jsonio import dump_json
 from .layers import LAYERS, Propagation, get_layer_type
 from .losses import Loss, _check_finite, get_loss
-from .penalties import Penalty, parse_penalty
+from .penalties import PenaltySum, parse_penalty
 
 __all__ = ["Model", "Layer", "KINDS", "STRUCTURES"]
 
@@ -94,7 +94,7 @@ class Model:
     option as ``dh.evaluate(memory_budget=)`` and ``dh.fit(memory_budget=)``).
     """
 
-    def __init__(self, inputs: int, layers: list[Layer], loss: Loss, penalty: Penalty | None):
+    def __init__(self, inputs: int, layers: list[Layer], loss: Loss, penalty: PenaltySum | None):
         self.inputs = inputs
         self.layers = list(layers)
         self.loss = loss
@@ -135,7 +135,7 @@ class Model:
             layers.append(layer)
             sizes.append(layer.units)
         loss = get_loss(spec.get("loss", "squared"))
-        penalty = parse_penalty(spec.get("penalty"))
+        penalty = parse_penalty(spec.get("penalty"), len(layers))
         model = cls(inputs, layers, loss, penalty)
         return model.with_names(spec.get("input_names"), spec.get("output_names"))
 

@@ -157,7 +157,7 @@ def convergence_table(model, w_start, X, y, tol=1e-9, max_iter=30):
 
 def quadratic_check(model, w, X, y, n_random=5):
     n, t = X.shape[0], model.n_params
-    sse = 2.0 * (model.value(w, X, y) - 0.5 * model.penalty.lam * np.sum(model.penalty_mask * w**2))
+    sse = 2.0 * (model.value(w, X, y) - model.penalty.value(model, w))
     sigma2 = sse / (n - t)
     H = model.curvature(w, X, y, "hessian", "full")
     lam, Q = np.linalg.eigh(H)
@@ -186,7 +186,7 @@ def main():
     X, y = data()
     model = dh.Model.from_dict(SPEC)
     w_start = warm_start(model, model.init(seed=1), X, y)
-    print(f"{model!r} on load_diabetes (standardised), L2 penalty lambda = {model.penalty.lam}\n")
+    print(f"{model!r} on load_diabetes (standardised), L2 penalty lambda = {model.penalty.to_dict()['lambda']}\n")
     w, E_star = convergence_table(model, w_start, X, y)
     step_length_table(model, w_start, X, y, E_star)
     quadratic_check(model, w, X, y)

@@ -36,7 +36,7 @@ def loss_sum(model, w, X, Y) -> float:
     model = model.with_mask(None)
     value = model.value(w, X, Y)
     if model.penalty is not None:
-        value -= model.penalty.value(np.asarray(w, dtype=float), model.penalty_mask)
+        value -= model.penalty.value(model, np.asarray(w, dtype=float))
     return float(value)
 
 
@@ -159,7 +159,7 @@ class Fitted:
         if self.stored_value is not None:
             value = self.stored_value
             if model.penalty is not None:
-                value -= model.penalty.value(self.w, model.penalty_mask)
+                value -= model.penalty.value(model, self.w)
             return float(value)
         if not self.has_data:
             raise LookupError(f"{self.where()} holds no value; pass data=(X, Y)")

@@ -4,10 +4,11 @@ Shards return sums over examples without the penalty (:mod:`.sums`);
 :func:`finalize` turns the reduced sums into the derivatives of
 ``E(W) = sum_i g_i + pen(W)``:
 
-* penalty (DESIGN §1): value ``pen(w)``, gradient ``pen'(w)``, and its diagonal
-  Hessian ``pen''`` on every curvature block, ``pen'' v`` on every
-  curvature-vector product, and its first two Taylor terms on directional
-  derivatives (``pen`` is quadratic);
+* penalty (DESIGN §1, :mod:`dist_hess.penalties`): value ``pen(w)``, gradient
+  ``pen'(w)``, its Hessian ``pen''`` (block diagonal over layers; its positive
+  semi-definite part for ``gauss_newton``) on every curvature block, the same
+  times ``v`` on every curvature-vector product, and its Taylor terms to the
+  requested order on directional derivatives;
 * mask (pruned weights held at zero, :attr:`dist_hess.Model.mask`): with
   ``P = diag(mask)`` the model's objective is ``E_m(w) = E(P w)``, so
 
@@ -47,54 +48,28 @@ def finalize(model, w, sums: dict, req: Request | None = None) -> dict:
 
 
 def _add_penalty(model, w, sums, req):
+    """The penalty's terms (:class:`dist_hess.penalties.PenaltySum`) added to every sum asked for."""
     out = dict(sums)
     pen = model.penalty
-    if pen is None or pen.lam == 0.0:
+    if pen is None:
         return out
-    mask = model.penalty_mask
-    diag = pen.hessian_diagonal(mask)
     if "value" in out:
-        out["value"] = out["value"] + pen.value(w, mask)
+        out["value"] = out["value"] + pen.value(model, w)
     if "gradient" in out:
-        out["gradient"] = out["gradient"] + pen.gradient(w, mask)
+        out["gradient"] = out["gradient"] + pen.gradient(model, w)
     for key, val in sums.items():
         if key.startswith("curvature/"):
-            structure = key.rsplit("/", 1)[1]
-            out[key] = _add_diagonal(model, val, diag, structure)
+            _, kind, structure = key.split("/")
+            out[key] = pen.add_curvature(model, w, val, kind, structure)
     needs_req = any(key.startswith("hvp/") for key in sums) or "directional" in sums
     if needs_req and req is None:
         raise ValueError("finalize needs the Request for hvp or directional sums")
-    for i, (_, v) in enumerate(req.hvp if needs_req else ()):
-        out[f"hvp/{i}"] = out[f"hvp/{i}"] + diag * v
+    for i, (kind, v) in enumerate(req.hvp if needs_req else ()):
+        out[f"hvp/{i}"] = out[f"hvp/{i}"] + pen.hvp(model, w, v, kind)
     if "directional" in sums:
         v, order = req.directional
-        terms = [pen.value(w, mask), float(np.sum(diag * w * v)), float(np.sum(diag * v * v))]
-        out["directional"] = out["directional"].copy()
-        for p in range(min(order, 2) + 1):
-            out["directional"][p] += terms[p]
+        out["directional"] = out["directional"] + pen.directional(model, w, v, order)
     return out
-
-
-def _add_diagonal(model, val, diag, structure):
-    """``val + diag(diag)`` for curvature ``val`` in ``structure``."""
-    if structure == "full":
-        out = val.copy()
-        idx = np.arange(model.n_params)
-        out[idx, idx] += diag
-        return out
-    result = []
-    for k, blk in enumerate(val):
-        dk = diag[model.layer_slices[k]]
-        blk = blk.copy()
-        if structure == "row":
-            s, d = model.layer_shapes[k]
-            idx = np.arange(d)
-            blk[:, idx, idx] += dk.reshape(s, d)
-        else:
-            idx = np.arange(blk.shape[0])
-            blk[idx, idx] += dk
-        result.append(blk)
-    return result
 
 
 def _restrict(model, out, req, mask):

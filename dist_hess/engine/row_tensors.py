@@ -6,10 +6,11 @@ features ``z_i = dP_j/dW_j`` (dense: ``z = [1, u]``; quadratic: the products
 
     ``T^(p)_j = sum_i c^(p)_ij z_i^{(x) p}``,   ``c^(p)_ij = d^p E_i / d(a^k_ij)^p``
 
-(+ the L2 penalty's ``lambda mask w_j`` for ``p = 1`` and ``lambda diag(mask)``
-for ``p = 2``; nothing for ``p >= 3``).  ``c^(p)_ij`` is *total*: the unit's
-pre-activation is perturbed, ``a^k_ij(t) = a^k_ij + t``, and the series is
-propagated through every later layer that reads layer ``k`` (skip connections
+(+ the penalty's ``d^p pen / dW_j^p``: for L2 ``lambda mask w_j`` at ``p = 1``,
+``lambda diag(mask)`` at ``p = 2``, nothing beyond; the norm and weight-elimination
+penalties have terms of every order, :meth:`dist_hess.penalties.Penalty.row_tensor`).
+``c^(p)_ij`` is *total*: the unit's pre-activation is perturbed,
+``a^k_ij(t) = a^k_ij + t``, and the series is propagated through every later layer that reads layer ``k`` (skip connections
 included) into the loss, all weights fixed (:mod:`dist_hess.engine.directional`).
 For ``p = 2`` this is the exact Hessian row block of DESIGN §2.
 
@@ -194,9 +195,9 @@ def row_tensor(model, w, X, Y, layer, row=None, order=2, *, packed=False, part="
 
     ``T = sum_i c^(p)_ij z_i^{(x) p}`` (module docstring) with ``c^(p)_ij`` exact
     (``part="exact"``) or its Lagrangian part ``-e^k_ij h^(p)(a^k_ij)``, the paper's
-    eq. (12) (``part="lagrangian"``); ``penalty=True`` adds the L2 penalty's
-    derivative (``p = 1, 2`` only), so that ``p = 2`` equals the row block of
-    ``model.curvature(w, X, Y, "hessian" | "lagrangian", "row")``.  Shards add
+    eq. (12) (``part="lagrangian"``); ``penalty=True`` adds the penalty's ``p``-th
+    derivative with respect to the row (every kind, every order), so that ``p = 2``
+    equals the row block of ``model.curvature(w, X, Y, "hessian" | "lagrangian", "row")``.  Shards add
     up: sum the tensors of ``penalty=False`` calls, then add the penalty once.
 
     ``layer``: 1-based layer index; ``row``: unit index, or ``None`` for every
@@ -245,15 +246,10 @@ def row_tensor(model, w, X, Y, layer, row=None, order=2, *, packed=False, part="
             c = hp * dEdx
         Z = prop.features(gather_sources(model, layer, cache.x))
         total += _contract_packed(c, Z, p, group) if packed else _contract_dense(c, Z, p)
-    if penalty and model.penalty is not None and p <= 2:
-        mask = prop.penalty_mask().astype(float)
-        lam = model.penalty.lam
-        if p == 1:
-            total += lam * mask * Ws[layer - 1][rows]
-        elif packed:
-            total[:, idx[:, 0] == idx[:, 1]] += lam * mask
-        else:
-            total[:, :: d + 1] += lam * mask
+    if penalty and model.penalty is not None:
+        extra = model.penalty.row_tensor(model, w, layer, rows, p)
+        if extra is not None:
+            total += pack_symmetric(extra, p) if packed else extra.reshape(R, -1)
     if not packed:
         total = total.reshape((R,) + (d,) * p)
     return total[0] if single else total
