@@ -5,8 +5,9 @@ Each ``Case`` holds a JSON spec dict (DESIGN.md §1), deterministic data ``X``,
 ``make_w(seed)``.  Sizes are small so the JAX reference Hessian stays cheap.
 
 Public names: ``Case``, ``CASES``, ``CASES_BY_ID``, ``case_params``, ``make_case``,
-and the spec builders ``layer`` (any type), ``dense``, ``rbf``, ``quadratic``,
-``network``.
+``PENALTY_CASES`` (the ids of the rows with a penalty other than one l2 lambda), and
+the spec builders ``layer`` (any type), ``dense``, ``rbf``, ``quadratic``, ``network``
+and the penalties ``l2``, ``norm``, ``weight_elimination``.
 
 Adding a layer type: its reference in ``tests/oracle.py`` (``LAYER_TYPES``: the
 forward map, and how test weights are drawn) and a row in ``CASES`` (built with
@@ -49,9 +50,33 @@ def quadratic(units, activation="identity", sources=None):
 
 
 def network(inputs, layers, loss, penalty=None):
+    """``penalty``: a number (an l2 lambda), a penalty dict or a list of them (used as given)."""
     spec = {"inputs": inputs, "layers": layers, "loss": loss}
-    if penalty is not None:
+    if isinstance(penalty, (dict, list)):
+        spec["penalty"] = copy.deepcopy(penalty)
+    elif penalty is not None:
         spec["penalty"] = {"type": "l2", "lambda": penalty}
+    return spec
+
+
+def norm(lam, epsilon=None, layers=None):
+    """``{"type": "norm", ...}``; ``epsilon=None`` leaves it out (the default 0: the seed's ``||W^k||``)."""
+    return _penalty("norm", lam, layers, epsilon=epsilon)
+
+
+def weight_elimination(lam, scale=None, layers=None):
+    return _penalty("weight_elimination", lam, layers, scale=scale)
+
+
+def l2(lam, layers=None):
+    return _penalty("l2", lam, layers)
+
+
+def _penalty(kind, lam, layers, **options):
+    spec = {"type": kind, "lambda": lam}
+    spec.update({key: value for key, value in options.items() if value is not None})
+    if layers is not None:
+        spec["layers"] = list(layers)
     return spec
 
 
@@ -261,10 +286,40 @@ CASES = [
     make_case("single_example_mlp", network(3, [dense(3, "tanh"), dense(2, "identity")], SQ, 0.1), 1, "matrix"),
     make_case("single_example_ce_onehot", network(2, [dense(3, "sin"), dense(3, "identity")], CE), 1, "onehot"),
     make_case("single_example_rbf_bce", network(2, [rbf(2, "isotropic"), dense(1, "identity")], BCE), 1, "vector"),
+    # ---- penalties (DESIGN §1): each kind on several layer types, skips and bias-free layers
+    make_case("mlp_tanh_norm_smooth",
+              network(3, [dense(4, "tanh"), dense(2, "identity")], SQ, norm(0.3, epsilon=0.1)), 12, "matrix"),
+    make_case("skip_norm_paper",
+              network(3, [dense(3, "tanh"), dense(3, "tanh"), dense(2, "identity", sources=[2, 0])], SQ,
+                      norm(0.2)),
+              11, "matrix", notes="epsilon left out: the seed's lambda sum_k ||W^k|| (e = 0)"),
+    make_case("no_bias_weight_elimination_ce",
+              network(3, [dense(3, "logistic", bias=False), dense(3, "identity", sources=[1, 0], bias=False)], CE,
+                      weight_elimination(0.5, scale=0.3)),
+              12, "labels", notes="scale 0.3 < sqrt(3) |w| for most weights: pen'' indefinite"),
+    make_case("rbf_full_weight_elimination",
+              network(2, [rbf(3, "full"), dense(1, "identity")], SQ, weight_elimination(0.2, scale=0.5)), 11, "vector"),
+    make_case("quadratic_l2_per_layer",
+              network(2, [dense(2, "tanh"), quadratic(2, "tanh", sources=[1, 0]), dense(2, "identity")], SQ,
+                      l2([0.1, 0.0, 0.3])),
+              12, "matrix"),
+    make_case("penalty_list_layers",
+              network(2, [rbf(2, "diagonal"), dense(3, "softplus", sources=[1, 0]), dense(2, "identity")], BCE,
+                      [norm([0.2, 0.1], epsilon=0.05, layers=[1, 3]),
+                       weight_elimination(0.3, scale=0.4, layers=[2]), l2(0.05)]),
+              13, "matrix", notes="a sum of three kinds, two restricted to layers"),
+    make_case("isotropic_rbf_norm_layer_two",
+              network(2, [rbf(3, "isotropic"), dense(2, "sin", bias=False)], CE, norm(0.4, epsilon=0.2, layers=[2])),
+              10, "onehot"),
 ]
 
 CASES_BY_ID = {case.id: case for case in CASES}
 assert len(CASES_BY_ID) == len(CASES), "case ids must be unique"
+
+PENALTY_CASES = tuple(case.id for case in CASES
+                      if isinstance(case._spec.get("penalty"), list)
+                      or case._spec.get("penalty", {}).get("type", "l2") != "l2"
+                      or isinstance(case._spec.get("penalty", {}).get("lambda"), list))
 
 
 def case_params(select=None):

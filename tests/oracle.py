@@ -8,7 +8,9 @@ this module only states the forward model:
   ``x^k = h^k(P^k(u^k; W^k))`` with ``u^k`` the concatenation of its sources;
 * ``W^k`` is an ``(s_k, d_k)`` matrix stored row-major; the flat parameter
   vector is the concatenation of those matrices in layer order;
-* ``E(w) = sum_i g(x^m_i, y_i) + pen(w)``.
+* ``E(w) = sum_i g(x^m_i, y_i) + pen(w)``, ``pen`` a sum over penalty objects and
+  the layers each applies to of ``lambda_k phi(penalised entries of W^k)``
+  (``PENALTY_TYPES``: one function per JSON penalty ``type``).
 
 Index letters: ``n`` example, ``j`` unit (row of ``W^k``), ``a, b`` row entries,
 ``t`` flat parameter.
@@ -20,8 +22,8 @@ there (:func:`register_layer_reference`) plus a row in ``tests/cases.py``.
 
 Public functions (all take the spec dict first):
 
-``layer_shapes``, ``n_params``, ``layer_slices``, ``penalty_mask``,
-``penalty_hessian``, ``forward``, ``preactivations``, ``canonical_targets``,
+``layer_shapes``, ``n_params``, ``layer_slices``, ``penalty_mask``, ``penalty_layers``, ``penalty_value``,
+``penalty_hessian``, ``penalty_gauss_newton``, ``forward``, ``preactivations``, ``canonical_targets``,
 ``reference`` (every quantity below at once, memoised),
 ``loss_terms``, ``objective``, ``gradient``, ``hessian``, ``hvp``,
 ``gauss_newton``, ``lagrangian``, ``multipliers``, ``downstream_curvature``,
@@ -234,7 +236,7 @@ def _unflatten(spec, w):
 
 
 def penalty_mask(spec):
-    """``(t,)`` array, 1 where the l2 penalty applies, 0 on unpenalised columns (dense biases)."""
+    """``(t,)`` array, 1 where penalties apply, 0 on unpenalised columns (dense biases)."""
     parts = []
     for layer, (s, d) in zip(_layers(spec), layer_shapes(spec)):
         mask = np.ones((s, d))
@@ -243,21 +245,85 @@ def penalty_mask(spec):
     return np.concatenate(parts)
 
 
-def _penalty_lambda(spec):
+# --------------------------------------------------------------------------- penalties
+#
+# ``spec["penalty"]``: one penalty object or a list (their sum).  An object applies
+# to ``layers`` (1-based, all by default) with one lambda per such layer (a number
+# is repeated); each kind is a function of one layer's weight matrix and its mask of
+# penalised entries (unpenalised columns: dense biases), in ``PENALTY_TYPES``.
+
+PENALTY_TYPES: dict[str, Callable] = {}
+
+
+def register_penalty_reference(name: str, phi: Callable) -> Callable:
+    """``phi(item, W, mask)``: the kind's value on one layer at lambda 1; ``W`` ``(s, d)``
+    (``jax.numpy``), ``mask`` ``(s, d)`` numpy 0/1 (penalised entries), ``item`` the JSON
+    object (for its options)."""
+    PENALTY_TYPES[name] = phi
+    return phi
+
+
+def _norm(item, W, mask):
+    e = item.get("epsilon", 0.0)
+    return jnp.sqrt(jnp.sum(mask * W**2) + e**2) - e
+
+
+register_penalty_reference("l2", lambda item, W, mask: 0.5 * jnp.sum(mask * W**2))
+register_penalty_reference("norm", _norm)
+register_penalty_reference(
+    "weight_elimination",
+    lambda item, W, mask: jnp.sum(mask * W**2 / (item.get("scale", 1.0) ** 2 + W**2)))
+
+
+def _penalty_items(spec):
     penalty = spec.get("penalty")
     if not penalty:
-        return 0.0
-    assert penalty["type"] == "l2", penalty
-    return float(penalty["lambda"])
+        return []
+    return list(penalty) if isinstance(penalty, list) else [penalty]
 
 
-def penalty_hessian(spec):
-    """``pen''``: the ``(t, t)`` diagonal matrix ``lambda * diag(mask)``."""
-    return np.diag(_penalty_lambda(spec) * penalty_mask(spec))
+def penalty_layers(spec, item):
+    """``[(k, lambda)]``: the layers one penalty object applies to, with their lambdas."""
+    m = len(spec["layers"])
+    layers = item.get("layers", list(range(1, m + 1)))
+    lam = item["lambda"]
+    lams = list(lam) if isinstance(lam, list) else [lam] * len(layers)
+    assert len(lams) == len(layers), (lams, layers)
+    return [(int(k), float(l)) for k, l in zip(layers, lams)]
 
 
-def _penalty_value(spec, w):
-    return 0.5 * _penalty_lambda(spec) * jnp.sum(jnp.asarray(penalty_mask(spec)) * w**2)
+def _penalty_term(spec, item, w):
+    """One penalty object's value ``sum_k lambda_k phi(W^k; mask^k)``."""
+    phi = PENALTY_TYPES[item["type"]]
+    masks = _unflatten(spec, penalty_mask(spec))
+    Ws = _unflatten(spec, w)
+    return sum((lam * phi(item, Ws[k - 1], masks[k - 1]) for k, lam in penalty_layers(spec, item)),
+               jnp.asarray(0.0))
+
+
+def penalty_value(spec, w):
+    """``pen(w)`` (a ``jax.numpy`` scalar: differentiable)."""
+    return sum((_penalty_term(spec, item, w) for item in _penalty_items(spec)), jnp.asarray(0.0))
+
+
+def penalty_hessian(spec, w=None):
+    """``pen''`` at ``w`` ``(t, t)`` (``jax.hessian``; ``w = 0`` by default, enough for l2)."""
+    w = jnp.zeros(n_params(spec)) if w is None else jnp.asarray(w, dtype=jnp.float64)
+    return np.asarray(jax.hessian(lambda w_: penalty_value(spec, w_))(w))
+
+
+def penalty_gauss_newton(spec, w=None):
+    """What ``gauss_newton`` adds for the penalty: each object's layer blocks of ``pen''``
+    projected onto the positive semi-definite cone (``eigh``, negative eigenvalues to 0)."""
+    t = n_params(spec)
+    w = jnp.zeros(t) if w is None else jnp.asarray(w, dtype=jnp.float64)
+    out = np.zeros((t, t))
+    for item in _penalty_items(spec):
+        H = np.asarray(jax.hessian(lambda w_, item=item: _penalty_term(spec, item, w_))(w))
+        for sl in layer_slices(spec):
+            lam, Q = np.linalg.eigh(0.5 * (H[sl, sl] + H[sl, sl].T))
+            out[sl, sl] += (Q * np.maximum(lam, 0.0)) @ Q.T
+    return out
 
 
 # --------------------------------------------------------------------------- forward
@@ -342,7 +408,7 @@ def loss_terms(spec, w, X, Y):
 
 def _objective(spec, w, X, Yc):
     xs, _ = _forward(spec, w, X)
-    return jnp.sum(_loss_terms(spec, xs[-1], Yc)) + _penalty_value(spec, w)
+    return jnp.sum(_loss_terms(spec, xs[-1], Yc)) + penalty_value(spec, w)
 
 
 # --------------------------------------------------------------------------- derivatives
@@ -425,14 +491,16 @@ def _reference(spec_key, w_bytes, X_bytes, X_shape, Yc_bytes, Yc_shape):
     X = np.frombuffer(X_bytes, dtype=np.float64).reshape(X_shape)
     Yc = np.frombuffer(Yc_bytes, dtype=np.float64).reshape(Yc_shape)
     raw = _program(spec_key)(w, X, Yc)
-    pen = penalty_hessian(spec)
+    pen = penalty_hessian(spec, w) if _penalty_items(spec) else 0.0
+    pen_gn = penalty_gauss_newton(spec, w) if _penalty_items(spec) else 0.0
     out = {
         "value": float(raw["value"]),
         "gradient": np.asarray(raw["gradient"]),
         "hessian": np.asarray(raw["hessian"]),
-        "gauss_newton": np.asarray(raw["gauss_newton"]) + pen,
+        "gauss_newton": np.asarray(raw["gauss_newton"]) + pen_gn,
         "lagrangian": np.asarray(raw["lagrangian"]) + pen,
         "multipliers": [np.asarray(e) for e in raw["multipliers"]],
+        "penalty_gauss_newton": np.asarray(pen_gn + np.zeros((w.size, w.size))),
     }
     for value in out.values():
         for array in value if isinstance(value, list) else [value]:
@@ -445,8 +513,9 @@ def reference(spec, w, X, Y):
     """Every reference quantity at once, as a dict (read-only numpy arrays).
 
     Keys: ``value`` (float), ``gradient`` (t,), ``hessian``, ``gauss_newton``,
-    ``lagrangian`` (t, t; the last two include ``pen''``), ``multipliers``
-    (list of (n, s_k)).
+    ``lagrangian`` (t, t; ``lagrangian`` includes ``pen''``, ``gauss_newton`` its
+    positive semi-definite part, :func:`penalty_gauss_newton`), ``multipliers``
+    (list of (n, s_k)), ``penalty_gauss_newton`` (t, t).
     """
     w = np.ascontiguousarray(w, dtype=np.float64)
     X = np.ascontiguousarray(X, dtype=np.float64)
@@ -470,7 +539,7 @@ def hessian(spec, w, X, Y):
 
 
 def gauss_newton(spec, w, X, Y):
-    """``sum_i J_i' g''_i J_i + pen''``, ``J_i = d x^m_i / dw``, ``g''`` the loss Hessian."""
+    """``sum_i J_i' g''_i J_i`` + the PSD part of ``pen''``, ``J_i = d x^m_i / dw``, ``g''`` the loss Hessian."""
     return reference(spec, w, X, Y)["gauss_newton"].copy()
 
 
@@ -490,14 +559,14 @@ def hvp(spec, w, X, Y, v, kind="hessian"):
 
 
 def downstream_curvature(spec, w, X, Y):
-    """Per layer, ``hessian - gauss_newton - lagrangian + pen''`` on the layer block.
+    """Per layer, ``hessian - gauss_newton - lagrangian + (PSD part of pen'')`` on the layer block.
 
     This is the part of the exact layer block that flows in from downstream
     nonlinearities; it vanishes when every layer after ``k`` is dense with an
     identity activation.
     """
     ref = reference(spec, w, X, Y)
-    D = ref["hessian"] - ref["gauss_newton"] - ref["lagrangian"] + penalty_hessian(spec)
+    D = ref["hessian"] - ref["gauss_newton"] - ref["lagrangian"] + ref["penalty_gauss_newton"]
     return layer_blocks(spec, D)
 
 

@@ -179,9 +179,10 @@ def _engine_layer_blocks(model, case, kind):
 
 
 def _downstream(case, model):
-    """Per layer: hessian - gauss_newton - lagrangian + pen'' from the engine's three kinds."""
+    """Per layer: hessian - gauss_newton - lagrangian + (PSD part of pen'', what gauss_newton
+    adds; pen'' itself for a convex penalty) from the engine's three kinds."""
     H, G, L = (_engine_layer_blocks(model, case, kind) for kind in ("hessian", "gauss_newton", "lagrangian"))
-    pen = oracle.layer_blocks(case.spec, oracle.penalty_hessian(case.spec))
+    pen = oracle.layer_blocks(case.spec, oracle.penalty_gauss_newton(case.spec, case.w))
     return [h - g - lg + p for h, g, lg, p in zip(H, G, L, pen)], H
 
 
@@ -193,7 +194,7 @@ def test_output_layer_hessian_is_gauss_newton_plus_lagrangian(case):
     assert_close(downstream[-1], np.zeros_like(H[-1]), RTOL, scale=np.linalg.norm(H[-1]), atol_factor=1e-11)
     rows = {kind: np.asarray(model.curvature(case.w, case.X, case.Y, kind=kind, structure="row")[-1])
             for kind in ("hessian", "gauss_newton", "lagrangian")}
-    pen_rows = oracle.row_blocks(case.spec, oracle.penalty_hessian(case.spec))[-1]
+    pen_rows = oracle.row_blocks(case.spec, oracle.penalty_gauss_newton(case.spec, case.w))[-1]
     assert_close(rows["gauss_newton"] + rows["lagrangian"] - pen_rows, rows["hessian"], RTOL,
                  atol_factor=1e-11)
 

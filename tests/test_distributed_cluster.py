@@ -86,6 +86,26 @@ def test_bitwise_identical_across_worker_counts(client):
     assert_matches_reference(both, reference(model, w, X, Y))
 
 
+def test_penalty_bitwise_identical_on_the_cluster_and_in_process(client):
+    """Every penalty kind is added once, after the reduction: the workers' sums and the
+    in-process loop over the same shards give the same bits (value, gradient, every
+    structure, both curvature-vector products, order-4 directional derivatives)."""
+    model, w, X, Y = problem("penalty_list_layers", n=120)
+    v = np.random.default_rng(3).normal(size=model.n_params)
+    kwargs = dict(curvature=CURVATURES, hvp=[("hessian", v), ("gauss_newton", v)], chunk_size=9,
+                  split_every=3)
+    on_cluster = dh.evaluate(model, w, X, Y, client=client, **kwargs)
+    in_process = dh.evaluate(model, w, X, Y, client=None, **kwargs)
+    assert_bitwise_equal(on_cluster, in_process)
+    for a, b in zip(on_cluster.hvp, in_process.hvp):
+        np.testing.assert_array_equal(a, b)
+    assert_matches_reference(on_cluster, reference(model, w, X, Y, hvp=(("hessian", v), ("gauss_newton", v))),
+                             hvp=2)
+    directional = [dh.evaluate(model, w, X, Y, directional=(v, 4), chunk_size=9, split_every=3,
+                               client=c).directional for c in (client, None)]
+    np.testing.assert_array_equal(directional[0], directional[1])
+
+
 def test_store_written_by_the_workers(client, tmp_path):
     model, w, X, Y = problem("rbf_full_ce_skip", n=90)
     Xd = da.from_array(X, chunks=(15, -1))

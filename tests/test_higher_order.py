@@ -48,7 +48,8 @@ FAST = {
     "mlp_softplus_ce_labels", "mlp_relu_squared", "mlp_sin_bce_two_outputs", "mlp_gaussian_squared",
     "output_logistic_squared", "skip_1_0_fanout", "rbf_full_ce_skip", "mid_rbf_then_dense",
     "quadratic_multi_source", "tanh_then_quadratic_ce_l2", "deep4_mixed_skips",
-    "single_example_rbf_bce",
+    "single_example_rbf_bce", "mlp_tanh_norm_smooth", "skip_norm_paper",
+    "no_bias_weight_elimination_ce", "penalty_list_layers",
 }
 
 

@@ -119,13 +119,13 @@ def test_oracle_against_finite_differences(case):
 def test_oracle_structure(case):
     spec, w, X, Y = case.spec, case.w, case.X, case.Y
     ref = oracle.reference(spec, w, X, Y)
-    pen = oracle.penalty_hessian(spec)
+    pen = oracle.penalty_gauss_newton(spec, w)      # pen'' itself for a convex penalty
     # eq. (10) is block diagonal over layers
     off_diagonal = ref["lagrangian"].copy()
     for sl in oracle.layer_slices(spec):
         off_diagonal[sl, sl] = 0.0
     assert not off_diagonal.any()
-    # output layer: H = GN + Lag - pen''
+    # output layer: H = GN + Lag - (PSD part of pen'')
     last = oracle.layer_slices(spec)[-1]
     D = ref["hessian"] - ref["gauss_newton"] - ref["lagrangian"] + pen
     assert np.linalg.norm(D[last, last]) <= 1e-12 * np.linalg.norm(ref["hessian"])
