@@ -1,11 +1,12 @@
-"""The worked examples of docs/extending.md: a user propagation, activation and loss
-get every derivative from the generic engine, checked by finite differences and, for
-the propagation, against the independent JAX oracle through the whole stack (model
-methods, sharded ``evaluate``, ``fit``, parameter names and groups).
+"""The worked examples of docs/extending.md: a user propagation, activation, loss and
+penalty get every derivative from the generic engine, checked by finite differences and,
+for the propagation and the penalty, against the independent JAX oracle through the whole
+stack (model methods, sharded ``evaluate``, ``fit``, parameter names and groups).
 
 Everything a new layer type needs is in this file: the propagation (one class, one
 ``register_layer``), its JAX reference (one ``oracle.register_layer_reference``) and
-its test case (one ``make_case`` row)."""
+its test case (one ``make_case`` row); a new penalty kind the same way (one class, one
+``register_penalty``, one ``oracle.register_penalty_reference``, one case)."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from dist_hess.activations import ACTIVATIONS, Activation, register_activation
 from dist_hess.analysis import input_group, parameter_names
 from dist_hess.layers import LAYERS, Propagation, register_layer
 from dist_hess.losses import LOSSES, Loss, register_loss
-from dist_hess.taylor import series_exp, series_mul
+from dist_hess.penalties import PENALTIES, Penalty, register_penalty
+from dist_hess.taylor import series_exp, series_log, series_mul
 from tests import oracle
 from tests.cases import SQ, dense, layer, make_case, network
 from tests.checks import assert_close
@@ -110,17 +112,78 @@ class Poisson(Loss):
         return H
 
 
+class RowNorm(Penalty):
+    """phi(W) = sum_j (sqrt(||m_j w_j||^2 + e^2) - e): one norm per unit (a group lasso on
+    each unit's incoming weights)."""
+    type = "row_norm"
+    extra_keys = ("epsilon",)
+    convex = True
+
+    def __init__(self, epsilon=0.1):
+        if not epsilon > 0:
+            raise ValueError(f"row_norm epsilon must be > 0, got {epsilon!r}")
+        self.epsilon = float(epsilon)
+
+    def options(self):
+        return {"epsilon": self.epsilon}
+
+    def _radii(self, W, mask):                    # (s, 1)
+        return np.sqrt(np.sum(mask * W * W, axis=1, keepdims=True) + self.epsilon**2)
+
+    def value(self, W, mask):
+        return float(np.sum(self._radii(W, mask) - self.epsilon))
+
+    def gradient(self, W, mask):                  # (s, d)
+        return mask * W / self._radii(W, mask)
+
+    def hessian(self, W, mask):                   # dense (t_k, t_k), block diagonal over rows
+        s, d = W.shape
+        r, y = self._radii(W, mask)[:, 0], mask * W
+        H = np.zeros((s, d, s, d))
+        for j in range(s):
+            H[j, :, j, :] = np.diag(mask[j] / r[j]) - np.outer(y[j], y[j]) / r[j] ** 3
+        return H.reshape(s * d, s * d)
+
+    def taylor(self, W, mask, V, order):          # sqrt(q_j(t)), q_j(t) = ||m_j (w_j + t v_j)||^2 + e^2
+        q = np.zeros((W.shape[0], order + 1))
+        q[:, 0] = np.sum(mask * W * W, axis=1) + self.epsilon**2
+        if order >= 1:
+            q[:, 1] = 2.0 * np.sum(mask * W * V, axis=1)
+        if order >= 2:
+            q[:, 2] = np.sum(mask * V * V, axis=1)
+        root = series_exp(0.5 * series_log(q))
+        root[:, 0] -= self.epsilon
+        return root.sum(axis=0)
+
+
+def _row_norm_reference(item, W, mask):
+    e = item["epsilon"]
+    return jnp.sum(jnp.sqrt(jnp.sum(mask * W**2, axis=1) + e**2) - e)
+
+
+ROW_NORM_CASE = make_case(
+    "row_norm_user_penalty",
+    network(3, [dense(4, "tanh"), dense(2, "identity", sources=[1, 0])], SQ,
+            [{"type": "row_norm", "lambda": 0.3, "epsilon": 0.1, "layers": [1]},
+             {"type": "l2", "lambda": 0.05, "layers": [2]}]),
+    11, "matrix")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def registered():
     register_layer(ScaledDot)
     oracle.register_layer_reference("scaled_dot", SCALED_DOT_REFERENCE)
     register_activation(Cube())
     register_loss(Poisson())
+    register_penalty(RowNorm)
+    oracle.register_penalty_reference("row_norm", _row_norm_reference)
     yield
     LAYERS.pop("scaled_dot")
     oracle.LAYER_TYPES.pop("scaled_dot")
     ACTIVATIONS.pop("cube")
     LOSSES.pop("poisson")
+    PENALTIES.pop("row_norm")
+    oracle.PENALTY_TYPES.pop("row_norm")
 
 
 def _fd_hessian(model, w, X, Y, eps=1e-5):
@@ -194,3 +257,37 @@ def test_a_registered_propagation_through_the_whole_stack():
     group = input_group(model, 1)
     assert [names[q] for q in group][:3] == ["L1.0 v(x1)", "L1.1 v(x1)", "L1.2 v(x1)"]
     assert "L2.0 <- x1" in [names[q] for q in group]
+
+
+def test_a_registered_penalty_through_the_whole_stack():
+    """The penalty recipe of docs/extending.md, against the JAX oracle at 1e-10: a dense
+    (t_k, t_k) Hessian, Taylor coefficients for every order, PSD for gauss_newton."""
+    case = ROW_NORM_CASE
+    spec, w, X, Y = case.spec, case.w, case.X, case.Y
+    model = dh.Model.from_dict(spec)
+    assert model.to_dict()["penalty"] == spec["penalty"]
+    ref = oracle.reference(spec, w, X, Y)
+    value, grad = model.value_and_gradient(w, X, Y)
+    assert_close(value, ref["value"], what="value")
+    assert_close(grad, ref["gradient"], what="gradient")
+    for kind in ("hessian", "gauss_newton", "lagrangian"):
+        for structure in ("row", "layer", "full"):
+            assert_close(model.curvature(w, X, Y, kind, structure),
+                         oracle.blocks(spec, ref[kind], structure), what=f"{kind}:{structure}")
+    v = case.random_direction()
+    for kind in ("hessian", "gauss_newton"):
+        assert_close(model.hvp(w, X, Y, v, kind), oracle.hvp(spec, w, X, Y, v, kind), what=kind)
+    assert_close(model.directional_derivatives(w, X, Y, v, 4),
+                 oracle.directional_derivatives(spec, w, X, Y, v, 4), 1e-9, what="directional")
+    eps = 1e-6
+    fd = (model.value(w + eps * v, X, Y) - model.value(w - eps * v, X, Y)) / (2 * eps)
+    assert np.isclose(grad @ v, fd, rtol=1e-7)
+    ev = dh.evaluate(model, w, X, Y, curvature="gauss_newton:row", directional=(v, 3), chunk_size=4)
+    assert_close(ev.curvature, oracle.blocks(spec, ref["gauss_newton"], "row"), what="evaluate rows")
+    assert_close(ev.directional, oracle.directional_derivatives(spec, w, X, Y, v, 3), 1e-9,
+                 what="evaluate directional")
+    result = dh.fit(model, X, Y, w0=w, method="newton", max_iter=200)
+    assert result.converged
+    assert np.linalg.norm(oracle.gradient(spec, result.w, X, Y)) <= 1e-5
+    with pytest.raises(ValueError, match=r"penalty\[0\]: row_norm epsilon must be > 0, got 0"):
+        dh.Model.from_dict({**spec, "penalty": [{"type": "row_norm", "lambda": 0.1, "epsilon": 0}]})
