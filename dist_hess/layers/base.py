@@ -74,7 +74,7 @@ class Propagation:
         return {}
 
     def penalty_mask(self) -> np.ndarray:
-        """``(d,)`` booleans: which row parameters the L2 penalty sees (all by default)."""
+        """``(d,)`` booleans: which row parameters the penalties see (all by default)."""
         return np.ones(self.n_row_params, dtype=bool)
 
     def init(self, rng: np.random.Generator) -> np.ndarray:
