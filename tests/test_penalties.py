@@ -21,7 +21,7 @@ import pytest
 
 import dist_hess as dh
 from dist_hess.analysis import laplace_predict, prune, saliencies, spectra, wald_table
-from dist_hess.analysis.source import loss_sum
+from dist_hess.analysis.source import loss_sum, resolve
 from dist_hess.engine.row_tensors import row_tensor
 from dist_hess.penalties import L2, LayerHessian, Norm, WeightElimination, parse_penalty
 from tests import oracle
@@ -297,6 +297,22 @@ def test_fit_wald_pruning_spectra_and_laplace_with_every_kind(name, regression):
     assert np.all(np.isfinite(sal.obs))
     path = prune(model, X, y, w, criterion="bic", max_steps=1, fit_options={"max_iter": 200})
     assert len(path.steps) == 2 and path.steps[1].removed
+
+
+def test_a_store_keeps_the_penalty_and_the_analysis_strips_it(regression, tmp_path):
+    """The model JSON in the store carries the list of penalties; the loss sum of a stored
+    fit is the stored value minus the penalty (no data needed), and a Wald table reads it."""
+    X, y = regression
+    model = dh.Model.from_dict(_with_penalty(EVERY_KIND["list"]))
+    w = dh.fit(model, X, y, w0=model.init(seed=0), method="newton", max_iter=300).w
+    path = str(tmp_path / "run.zarr")
+    dh.evaluate(model, w, X, y, curvature="hessian:full", store=path)
+    store = dh.open_store(path)
+    assert store.model.to_dict()["penalty"] == EVERY_KIND["list"]
+    fitted = resolve(path)
+    assert fitted.loss_sum() == pytest.approx(loss_sum(model, w, X, y), rel=1e-12)
+    from_store, from_data = wald_table(path), wald_table((model, w, X, y))
+    np.testing.assert_allclose(from_store.std_error, from_data.std_error, rtol=1e-10)
 
 
 def test_lm_with_weight_elimination_keeps_gauss_newton_semidefinite(regression):
