@@ -24,6 +24,7 @@ from dist_hess.analysis import laplace_predict, prune, saliencies, spectra, wald
 from dist_hess.analysis.source import loss_sum, resolve
 from dist_hess.engine.row_tensors import row_tensor
 from dist_hess.penalties import L2, LayerHessian, Norm, WeightElimination, parse_penalty
+from dist_hess.penalties import hessian as penalty_hessian_module
 from tests import oracle
 from tests.cases import CASES_BY_ID, PENALTY_CASES, dense, l2, network, norm, weight_elimination
 from tests.checks import assert_close, assert_psd
@@ -149,9 +150,10 @@ KINDS = {"l2": L2(), "norm": Norm(epsilon=0.2), "norm_paper": Norm(), "weight_el
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))
-def test_layer_hessians_row_blocks_products_and_psd_part(name):
+def test_layer_hessians_row_blocks_products_and_psd_part(name, monkeypatch):
     """Row blocks are the diagonal blocks of the layer matrix (the norm couples every row),
     ``hvp`` is the matrix times ``V``, and ``gauss_newton`` is the PSD projection."""
+    monkeypatch.setattr(penalty_hessian_module, "LOW_RANK_CHUNK_BYTES", 64)   # U C U' row by row
     kind = KINDS[name]
     rng = np.random.default_rng(4)
     W, V = rng.normal(size=(2, 3, 4))
@@ -159,6 +161,9 @@ def test_layer_hessians_row_blocks_products_and_psd_part(name):
     mask[:, 0] = False
     H = kind.hessian(W, mask)
     dense_H = H.to_dense()
+    if H.factors is not None:
+        U = H.factors.reshape(12, -1)
+        np.testing.assert_allclose(dense_H, np.diag(H.diagonal.ravel()) + U @ H.core @ U.T, rtol=1e-14)
     rows = H.add_rows(np.zeros((3, 4, 4)))
     for j in range(3):
         np.testing.assert_allclose(rows[j], dense_H[4 * j:4 * j + 4, 4 * j:4 * j + 4], rtol=1e-14, atol=1e-15)

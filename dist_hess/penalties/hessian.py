@@ -21,7 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..memory import check_allocation
+
 __all__ = ["LayerHessian", "as_layer_hessian"]
+
+#: Bytes of ``U C U'`` rows formed at once when a low-rank part is added to a dense block.
+LOW_RANK_CHUNK_BYTES = 1 << 23
 
 
 class LayerHessian:
@@ -74,9 +79,12 @@ class LayerHessian:
             return out
         idx = np.arange(out.shape[0])
         out[idx, idx] += scale * self.diagonal.ravel()
-        if self.factors is not None:
+        if self.factors is not None:                  # row chunks: no (t_k, t_k) temporary
             U = self.factors.reshape(-1, self.factors.shape[-1])
-            out += scale * (U @ self.core @ U.T)
+            UC = scale * (U @ self.core)
+            step = max(1, LOW_RANK_CHUNK_BYTES // (8 * max(U.shape[0], 1)))
+            for i in range(0, U.shape[0], step):
+                out[i:i + step] += UC[i:i + step] @ U.T
         return out
 
     def to_dense(self) -> np.ndarray:
@@ -102,6 +110,10 @@ class LayerHessian:
         """
         if self.is_diagonal:
             return LayerHessian(self.shape, diagonal=np.maximum(self.diagonal, 0.0))
+        t = self.shape[0] * self.shape[1]
+        check_allocation(3 * 8 * t * t, f"the positive semi-definite part of a {t:,} x {t:,} "
+                         "layer Hessian of a penalty (an eigendecomposition)",
+                         ["declare the penalty convex or give it a structured gauss_newton"])
         lam, Q = np.linalg.eigh(self.to_dense())
         return LayerHessian(self.shape, dense=(Q * np.maximum(lam, 0.0)) @ Q.T)
 
