@@ -183,7 +183,8 @@ def test_layer_hessians_row_blocks_products_and_psd_part(name, monkeypatch):
 @pytest.mark.parametrize("case_id", ["skip_norm_paper", "penalty_list_layers", "isotropic_rbf_norm_layer_two"])
 def test_penalty_row_and_layer_blocks_are_blocks_of_its_full_hessian(case_id):
     """The penalty's curvature alone (``add_curvature`` on zeros): row blocks are the diagonal
-    sub-blocks of the layer blocks, which are the diagonal blocks of the full matrix."""
+    sub-blocks of the layer blocks, which are the diagonal blocks of the full matrix; its
+    products and its diagonal (Hessian-free's preconditioner) are those of the full matrix."""
     case = CASES_BY_ID[case_id]
     model, w = case.model(), case.w
     for kind in ("hessian", "gauss_newton"):
@@ -201,6 +202,7 @@ def test_penalty_row_and_layer_blocks_are_blocks_of_its_full_hessian(case_id):
         assert_close(rows, oracle.row_blocks(case.spec, full), 1e-14, what=f"{kind} row")
         v = case.random_direction(3)
         assert_close(model.penalty.hvp(model, w, v, kind), full @ v, 1e-12, what=f"{kind} hvp")
+        assert_close(model.penalty.diagonal(model, w, kind), np.diagonal(full), 1e-14, what=f"{kind} diagonal")
 
 
 ROW_TENSOR_CASES = [("skip_norm_paper", 1), ("skip_norm_paper", 3), ("no_bias_weight_elimination_ce", 2),

@@ -63,7 +63,7 @@ class SampledCurvature(ABC):
         d = self.scale * _sum(self._shard_diagonals(kind))
         model = self.model
         if model.penalty is not None:
-            d = d + model.penalty.hessian_diagonal(model.penalty_mask)
+            d = d + model.penalty.diagonal(model, self.w, kind)
         mask = getattr(model, "mask", None)
         if mask is not None:
             d = np.where(mask, d, 1.0)

@@ -87,6 +87,14 @@ class LayerHessian:
                 out[i:i + step] += UC[i:i + step] @ U.T
         return out
 
+    def diagonal_entries(self) -> np.ndarray:
+        """The matrix's diagonal, ``(s, d)`` (row-major like the layer)."""
+        if self.dense is not None:
+            return np.diagonal(self.dense).reshape(self.shape).copy()
+        if self.factors is None:
+            return self.diagonal.copy()
+        return self.diagonal + np.einsum("jaq,qr,jar->ja", self.factors, self.core, self.factors)
+
     def to_dense(self) -> np.ndarray:
         t = self.shape[0] * self.shape[1]
         return self.add_dense(np.zeros((t, t)))

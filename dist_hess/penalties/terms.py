@@ -16,6 +16,7 @@ method                 adds
 ``add_curvature``      ``pen''`` (``hessian``, ``lagrangian``) or its PSD part
                        (``gauss_newton``) to row, layer or full blocks
 ``hvp``                the same times ``v``
+``diagonal``           the diagonal of the same
 ``directional``        ``D^p pen[v, ..., v]``, ``p = 0..order``
 ``row_tensor``         ``d^p pen / dW_j^p`` for rows of one layer
 =====================  =====================================================
@@ -146,6 +147,16 @@ class PenaltySum:
         if structure == "full":
             return copied.get(None, blocks)
         return [copied.get(k, blk) for k, blk in enumerate(blocks, start=1)]
+
+    def diagonal(self, model, w, kind_of_curvature="hessian") -> np.ndarray:
+        """``diag(pen'')`` ``(t,)`` (``gauss_newton``: of its positive semi-definite part)."""
+        out = np.zeros(model.n_params)
+        for kind, k, lam, sl, W, mask in self._layers(model, w):
+            with _naming(kind, k):
+                H = (kind.gauss_newton(W, mask) if kind_of_curvature == "gauss_newton"
+                     else kind.hessian(W, mask))
+            out[sl] += lam * as_layer_hessian(H, W.shape).diagonal_entries().ravel()
+        return out
 
     def directional(self, model, w, v, order: int) -> np.ndarray:
         """``[pen, D pen[v], ..., D^order pen[v, ..., v]]`` along ``v``."""
