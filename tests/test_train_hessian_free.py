@@ -37,8 +37,12 @@ def _row_diagonals(model, w, X, Y, kind):
     return np.concatenate([np.diagonal(r, axis1=1, axis2=2).ravel() for r in rows])
 
 
-def _penalty_diagonal(model):
-    return 0.0 if model.penalty is None else model.penalty.hessian_diagonal(model.penalty_mask)
+def _penalty_diagonal(model, w, kind="hessian"):
+    return 0.0 if model.penalty is None else model.penalty.diagonal(model, w, kind)
+
+
+def _penalty_product(model, w, v, kind="hessian"):
+    return 0.0 if model.penalty is None else model.penalty.hvp(model, w, v, kind)
 
 
 # ---------------------------------------------------------------- the operator
@@ -49,14 +53,14 @@ def test_shard_operator_equals_the_engine(case):
     op = ShardCurvature(model, w, X, Y, memory_budget=4096)    # several row chunks
     v = case.random_direction()
     value, gradient = model.value_and_gradient(w, X, Y)
-    pen = 0.0 if model.penalty is None else model.penalty.value(w, model.penalty_mask)
+    pen = 0.0 if model.penalty is None else model.penalty.value(model, w)
     np.testing.assert_allclose(op.value + pen, value, rtol=1e-12)
     for kind in ("hessian", "gauss_newton"):
         want = model.hvp(w, X, Y, v, kind=kind)
-        got = op.product(v, kind) + _penalty_diagonal(model) * v
+        got = op.product(v, kind) + _penalty_product(model, w, v, kind)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.max(np.abs(want)))
         want = _row_diagonals(model, w, X, Y, kind)
-        got = op.diagonal(kind) + _penalty_diagonal(model)
+        got = op.diagonal(kind) + _penalty_diagonal(model, w, kind)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.max(np.abs(want)))
 
 
@@ -76,7 +80,7 @@ def test_sampled_curvature_scales_its_shards_and_is_exact_on_all_of_them():
     assert not part.complete and part.n_sample == 128
     rows = np.r_[0:40, 90:178]
     want = (178 / 128) * model.hvp(w, X[rows], Y[rows], v, kind="gauss_newton")
-    want += (1 - 178 / 128) * _penalty_diagonal(model) * v      # the penalty counted once
+    want += (1 - 178 / 128) * _penalty_product(model, w, v, "gauss_newton")      # the penalty counted once
     np.testing.assert_allclose(part.product(v, "gauss_newton"), want, rtol=1e-11, atol=1e-11)
 
 
