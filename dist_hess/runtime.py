@@ -1,5 +1,16 @@
 """Process-level settings that matter for speed.
 
+``limit_blas_threads(n, t)`` runs a block of work with one BLAS thread when the
+problem is small (`is_small_problem`: ``n * t <= SMALL_WORK`` and ``t <= SMALL_PARAMS``;
+`dist_hess.fit` wraps every in-process fit in it). The matrix products of such a
+problem take micro- to milliseconds, where a second BLAS thread buys little and a
+busy machine makes waiting threads expensive: on the shared 2-core reference
+machine 30 `newton` iterations on the 64-16-10 digits network took 40 s with one
+OpenBLAS thread and 250 s with two. It also makes an in-process fit use the thread
+count of a Dask worker (`dist_hess.distributed.cluster.BLAS_ENV`: one thread), so a
+fit gives the same bits in this process and in a worker task (multi-start,
+`dist_hess.train.starts`). Larger problems keep the process' setting.
+
 ``tune_allocator()`` raises glibc's mmap and trim thresholds so that the
 engine's large temporaries (per-chunk arrays of a few hundred KB to a few
 hundred MB) are recycled from the heap instead of being mapped and unmapped,
@@ -11,13 +22,37 @@ library is not glibc.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 
-__all__ = ["tune_allocator"]
+from threadpoolctl import threadpool_limits
+
+__all__ = ["SMALL_WORK", "SMALL_PARAMS", "is_small_problem", "limit_blas_threads",
+           "tune_allocator"]
+
+#: ``n * t`` (examples times parameters) up to which a problem is small ...
+SMALL_WORK = 20_000_000
+#: ... when it also has at most this many parameters (a full ``t x t`` matrix of 32 MB).
+SMALL_PARAMS = 2000
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+
+
+def is_small_problem(n: int, t: int) -> bool:
+    """``n * t <= SMALL_WORK`` and ``t <= SMALL_PARAMS`` (see the module docstring)."""
+    return int(n) * int(t) <= SMALL_WORK and int(t) <= SMALL_PARAMS
+
+
+@contextlib.contextmanager
+def limit_blas_threads(n: int, t: int):
+    """One BLAS thread inside the block when ``is_small_problem(n, t)``; else no change."""
+    if not is_small_problem(n, t):
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 << 31) - 1) -> bool:
