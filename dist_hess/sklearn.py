@@ -110,22 +110,6 @@ def _with_names(spec: dict, input_names, output_names) -> dict:
     return spec
 
 
-def _fit_starts(model, X, Y, starts, options):
-    """`dist_hess.fit` from every weight vector in ``starts``: the best result.
-
-    Best: the lowest value among converged starts (among all when none converged),
-    with ``.starts`` every start's result in order, as DESIGN §3 states for
-    ``dh.fit(..., starts=[w0, ...])``. Stand-in for that argument until it lands in
-    `dist_hess.fit` (issues 11/12): then this function is that one call, which runs
-    the starts in parallel on a cluster.
-    """
-    results = [dh.fit(model, X, Y, w0=w0, **options) for w0 in starts]
-    converged = [r for r in results if r.converged] or results
-    best = min(converged, key=lambda r: r.value)
-    best.starts = results
-    return best
-
-
 class _DistHessMLP(BaseEstimator):
     """What the regressor and the classifier share: parameters, the network, the fit.
 
@@ -204,8 +188,8 @@ class _DistHessMLP(BaseEstimator):
         options = self._fit_options()
         if self.starts is None:
             result = dh.fit(model, X, Y, w0=starts[0], **options)
-        else:
-            result = _fit_starts(model, X, Y, starts, options)
+        else:                                # in parallel on the workers when a client is set
+            result = dh.fit(model, X, Y, starts=starts, **options)
         if not result.converged:
             warnings.warn(f"{type(self).__name__}: the fit did not converge ({result.message}); "
                           f"raise max_iter or loosen tol", ConvergenceWarning, stacklevel=2)

@@ -29,23 +29,26 @@ uninterrupted one would, bitwise.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..model import check_real
+from ..runtime import limit_blas_threads
 from . import auto
 from .checkpoint import CheckpointWriter, model_fingerprint, read_checkpoint
 from .fingerprint import data_differences, option_differences, options_fingerprint
 from .globalization import Globalization, TrialStep, parse_globalization
-from .objective import Objective, make_objective
+from .objective import LocalObjective, Objective, make_objective
 from .result import FitResult, IterationRecord, Status
+from .starts import fit_starts, start_points
 from .strategies import State, StepStrategy, make_strategy
 
-__all__ = ["fit", "minimize", "reduction_ratio"]
+__all__ = ["fit", "FitSettings", "minimize", "reduction_ratio"]
 
 EPS = np.finfo(float).eps
 
@@ -80,7 +83,62 @@ def _initial_weights(objective: Objective, w0) -> np.ndarray:
     return objective.project(w)                 # pruned weights start (and stay) at zero
 
 
-def fit(model, X, Y, *, w0=None, method: str = "auto", client=None,
+@dataclass(frozen=True)
+class FitSettings:
+    """What `fit` runs, apart from the model, the data, the start and where: the method
+    (a named one: `fit` resolves ``"auto"`` first) and its options and the stopping
+    limits. ``run`` is one fit; a multi-start fit (`dist_hess.train.starts`) calls it for
+    every start, in this process or in a worker task, so every start is the single fit
+    from it."""
+
+    method: str
+    kind: str | None = None
+    structure: str | None = None
+    globalization: object = None
+    options: dict | None = None
+    max_iter: int = 500
+    gtol: float = 1e-6
+    ftol: float = 1e-14
+    max_time: float | None = None
+    relative_gtol: bool = False
+
+    def strategy(self) -> StepStrategy:
+        """A fresh step strategy of the method."""
+        return make_strategy(self.method, kind=self.kind, structure=self.structure,
+                             options=self.options)
+
+    def check(self) -> None:
+        """Raise the errors a bad method, option or limit would raise, before any work."""
+        _check_limits(self.max_iter, self.gtol, self.ftol, self.max_time)
+        parse_globalization(self.globalization, self.strategy().globalizations)
+
+    @property
+    def direct(self) -> bool:
+        """Whether a Dask objective for this method computes value and gradient by
+        direct shard tasks (``DaskObjective(direct=)``: the sampled-curvature methods)."""
+        return self.strategy().uses_sampled_curvature
+
+    @staticmethod
+    def threads(objective: Objective):
+        """The BLAS thread setting of a fit on ``objective``: one thread for a small problem
+        in this process (`dist_hess.runtime.limit_blas_threads`), else unchanged."""
+        if isinstance(objective, LocalObjective):
+            return limit_blas_threads(objective.n_examples or 0, objective.n_params)
+        return contextlib.nullcontext()
+
+    def run(self, objective: Objective, w0, *, checkpoint=None, callback=None,
+            verbose: bool = False) -> FitResult:
+        """One fit from ``w0`` on ``objective`` (a fresh strategy and rule)."""
+        strategy = self.strategy()
+        rule = parse_globalization(self.globalization, strategy.globalizations)
+        with self.threads(objective):
+            return minimize(objective, strategy, rule, w0=w0, max_iter=self.max_iter,
+                            gtol=self.gtol, ftol=self.ftol, max_time=self.max_time,
+                            checkpoint=checkpoint, callback=callback, verbose=verbose,
+                            relative_gtol=self.relative_gtol)
+
+
+def fit(model, X, Y, *, w0=None, method: str = "auto", starts=None, client=None,
         max_iter: int = 500, gtol: float = 1e-6, ftol: float = 1e-14,
         max_time: float | None = None, checkpoint=None, callback=None, verbose: bool = False,
         kind: str | None = None, structure: str | None = None, globalization=None,
@@ -96,6 +154,15 @@ def fit(model, X, Y, *, w0=None, method: str = "auto", client=None,
         data persisted on the workers once); otherwise in this process.
     w0
         Starting weights ``(t,)``; default ``model.init(seed=0)``. Ignored when resuming.
+    starts
+        Multi-start (`dist_hess.train.starts`): ``k`` fits from ``model.init(seed=s)``,
+        ``s = 0..k-1``, or one from each weight vector of a list (not with ``w0``); in
+        parallel on the workers when a cluster is used. Returns the best result (lowest
+        value among converged starts) with ``.start`` its index, ``.starts`` every
+        start's result in order (each equal to ``fit(w0=that start)``) and ``.minima``
+        the distinct minima found. ``checkpoint`` is then a directory of one checkpoint
+        per start; ``verbose`` prints one line per finished start; ``callback`` is not
+        available; ``max_time`` holds for each start.
     method
         ``auto`` (default: the library picks from ``t`` and ``n`` by the rule of
         `dist_hess.train.auto`; ``result.method`` names the method used), ``newton``
@@ -145,14 +212,21 @@ def fit(model, X, Y, *, w0=None, method: str = "auto", client=None,
     if method == auto.AUTO:
         choice = auto.choose(model.n_params, _rows(X), distributed=client is not None)
         method, options = choice.method, {**choice.options, **dict(options or {})}
-    strategy = make_strategy(method, kind=kind, structure=structure, options=options)
-    rule = parse_globalization(globalization, strategy.globalizations)
+    settings = FitSettings(method, kind=kind, structure=structure, globalization=globalization,
+                           options=options, max_iter=max_iter, gtol=gtol, ftol=ftol,
+                           max_time=max_time, relative_gtol=bool(relative_gtol))
+    settings.check()
+    if starts is not None:
+        if callback is not None:
+            raise ValueError("callback is called after every iteration of one fit; with starts "
+                             "use verbose=True or read result.starts")
+        return fit_starts(settings, model, X, Y, start_points(model, starts, w0), client=client,
+                          memory_budget=memory_budget, checkpoint=checkpoint, verbose=verbose)
     objective = make_objective(model, X, Y, client=client, memory_budget=memory_budget,
-                               direct=strategy.uses_sampled_curvature)
+                               direct=settings.direct)
     try:
-        return minimize(objective, strategy, rule, w0=w0, max_iter=max_iter, gtol=gtol,
-                        ftol=ftol, max_time=max_time, checkpoint=checkpoint,
-                        callback=callback, verbose=verbose, relative_gtol=relative_gtol)
+        return settings.run(objective, w0, checkpoint=checkpoint, callback=callback,
+                            verbose=verbose)
     finally:
         objective.close()
 

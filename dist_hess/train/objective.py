@@ -146,7 +146,7 @@ class LocalObjective(Objective):
 
     @property
     def n_examples(self) -> int | None:
-        return int(np.shape(self.X)[0])
+        return None if self.X is None else int(np.shape(self.X)[0])
 
     def value(self, w):
         entry = self._cache.at(w)

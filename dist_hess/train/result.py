@@ -11,7 +11,7 @@ from enum import Enum
 
 import numpy as np
 
-__all__ = ["Status", "IterationRecord", "FitResult"]
+__all__ = ["Status", "IterationRecord", "Minimum", "FitResult"]
 
 
 class Status(str, Enum):
@@ -91,6 +91,32 @@ class IterationRecord:
 _RECORD_KEYS = frozenset(f.name for f in fields(IterationRecord)) | {"step_length"}
 
 
+@dataclass(frozen=True)
+class Minimum:
+    """One distinct minimum found by a multi-start fit (``fit(..., starts=...)``).
+
+    ``value`` ``E`` there (the lowest among the starts that reached it); ``starts`` the
+    indices of the converged starts whose final values lie within the grouping
+    tolerance of it (`dist_hess.train.starts.distinct_minima`), so ``count`` is how
+    many reached it; ``min_eigenvalue`` the smallest eigenvalue of the exact Hessian
+    at the lowest of them (positive at a strict local minimum; about zero along an
+    exactly flat direction; negative at a saddle point), ``None`` if not computed.
+    """
+
+    value: float
+    starts: tuple[int, ...]
+    min_eigenvalue: float | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.starts)
+
+    def to_dict(self) -> dict:
+        return {"value": _json_float(self.value), "count": self.count,
+                "starts": [int(i) for i in self.starts],
+                "min_eigenvalue": _json_float(self.min_eigenvalue)}
+
+
 @dataclass
 class FitResult:
     """Outcome of `dist_hess.fit`.
@@ -101,6 +127,11 @@ class FitResult:
     or ``ftol``; ``message`` a sentence saying why it stopped; ``history`` one
     `IterationRecord` per iteration; ``method`` the step strategy; ``seconds`` the wall
     time of this call.
+
+    A multi-start fit (``fit(..., starts=...)``) returns the best start's result with
+    ``start`` its index, ``starts`` every start's result in order (each as
+    ``fit(w0=that start)`` returns it) and ``minima`` the distinct minima found, lowest
+    first (`Minimum`); a single fit leaves the three ``None``.
     """
 
     w: np.ndarray
@@ -113,6 +144,9 @@ class FitResult:
     method: str
     history: list[IterationRecord] = field(default_factory=list)
     seconds: float = 0.0
+    start: int | None = None
+    starts: list["FitResult"] | None = None
+    minima: list[Minimum] | None = None
 
     @property
     def converged(self) -> bool:
@@ -126,6 +160,8 @@ class FitResult:
     success = property(lambda self: self.converged, doc="``converged`` (scipy's name)")
 
     def __repr__(self) -> str:
+        starts = "" if self.starts is None else (
+            f", start={self.start} of {len(self.starts)}, distinct minima={len(self.minima or [])}")
         return (f"FitResult(method={self.method!r}, status={str(self.status)!r}, "
                 f"converged={self.converged}, n_iter={self.n_iter}, value={self.value:.6g}, "
-                f"gradient_norm={self.gradient_norm:.3g})")
+                f"gradient_norm={self.gradient_norm:.3g}{starts})")
