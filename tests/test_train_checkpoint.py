@@ -71,7 +71,7 @@ def test_lm_resumed_in_either_phase_is_the_uninterrupted_run(tmp_path):
     model, X, Y = rbf_network()
     straight = fit(model, X, Y, method="lm", max_iter=300)
     assert straight.converged
-    for stop, phase, count in [(10, "gauss_newton", 2), (14, "hessian", 0), (19, "gauss_newton", 1)]:
+    for stop, phase, count in [(7, "gauss_newton", 2), (10, "hessian", 0), (18, "gauss_newton", 1)]:
         path = tmp_path / f"stop{stop}.zarr"
         fit(model, X, Y, method="lm", max_iter=stop, checkpoint=path)
         stored = read_checkpoint(path).strategy_state
@@ -123,13 +123,15 @@ def test_strategy_state_arrays_are_zarr_arrays_and_resume_bitwise(tmp_path):
 
 
 def test_a_strategy_without_state_refuses_a_stored_one():
-    strategy = make_strategy("newton")
+    strategy = make_strategy("newton-cg")             # (newton keeps its multiplier since)
     assert strategy.state_dict() == {}
     strategy.load_state_dict({})
     with pytest.raises(ValueError, match="keeps no state"):
         strategy.load_state_dict({"phase": "hessian"})
     with pytest.raises(ValueError, match="phase"):
         make_strategy("lm").load_state_dict({"phase": "newton", "count": 0, "last": None})
+    with pytest.raises(ValueError, match="multiplier"):
+        make_strategy("newton").load_state_dict({"phase": "hessian"})
 
 
 def test_resuming_a_finished_run_does_nothing_more(tmp_path):

@@ -218,7 +218,8 @@ def test_trust_region_radius_follows_the_ratio():
 
 def test_lm_damping_follows_the_trainlm_schedule():
     model, X, Y = PROBLEMS["rosenbrock2"]
-    result = fit(model, X, Y, method="lm", max_iter=200)
+    # trainlm's mu_0 = 1e-3 asked for (lm's own default starts at 1, relative to G's scale)
+    result = fit(model, X, Y, method="lm", globalization=Damping(), max_iter=200)
     history = result.history
     assert history[0].damping == pytest.approx(1e-3)
     assert any(not r.accepted for r in history)

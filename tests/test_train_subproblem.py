@@ -81,11 +81,15 @@ CASES = {
 RADII = [0.05, 1.0, 30.0]
 
 
+@pytest.mark.parametrize("warm", [None, "exact", "low", "high"])
 @pytest.mark.parametrize("radius", RADII, ids=lambda r: f"radius={r}")
 @pytest.mark.parametrize("name", list(CASES))
-def test_exact_solver_meets_its_guarantees(name, radius):
+def test_exact_solver_meets_its_guarantees(name, radius, warm):
     B, g, lam, gamma = spectral_case(*CASES[name])
-    sol = solve_trust_region_exact(B, g, radius, k_easy=K_EASY, k_hard=K_HARD)
+    exact = solve_trust_region_diagonal(lam, gamma, radius).multiplier
+    initial = {None: None, "exact": exact, "low": 0.3 * exact, "high": 3.0 * exact + 1.0}[warm]
+    sol = solve_trust_region_exact(B, g, radius, k_easy=K_EASY, k_hard=K_HARD,
+                                   initial_multiplier=initial)
     p = sol.step
     assert np.linalg.norm(p) <= radius * (1 + 1e-12)
     m = model_value(B, g, p)
@@ -127,9 +131,11 @@ def test_dual_reference_matches_a_grid_in_two_dimensions():
 def test_positive_definite_interior_solution_is_the_newton_step():
     B, g, _, _ = spectral_case([1.0, 2.0, 5.0, 10.0], [1.0, -1.0, 0.5, 2.0])
     newton = -np.linalg.solve(B, g)
-    sol = solve_trust_region_exact(B, g, 2.0 * np.linalg.norm(newton))
-    assert not sol.hits_boundary and sol.case == "interior"
-    np.testing.assert_allclose(sol.step, newton, rtol=1e-12, atol=1e-14)
+    for initial in (None, 0.0, 0.05, 7.0):          # a warm start does not hide it
+        sol = solve_trust_region_exact(B, g, 2.0 * np.linalg.norm(newton),
+                                       initial_multiplier=initial)
+        assert not sol.hits_boundary and sol.case == "interior"
+        np.testing.assert_allclose(sol.step, newton, rtol=1e-12, atol=1e-14)
     diag = solve_trust_region_diagonal(np.array([1.0, 2.0]), np.array([1.0, 1.0]), 10.0)
     np.testing.assert_allclose(diag.step, [-1.0, -0.5])
 
@@ -143,6 +149,20 @@ def test_hard_case_goes_to_the_boundary_along_the_lowest_eigenvector(name):
         assert sol.hits_boundary
         assert np.linalg.norm(sol.step) == pytest.approx(radius, rel=K_EASY)
         assert sol.multiplier == pytest.approx(-lam.min(), rel=0.3)
+
+
+def test_a_warm_start_at_the_multiplier_needs_one_factorisation():
+    cold_total = 0
+    for name in ("pd", "indefinite", "random_20"):
+        for radius in (0.05, 1.0):
+            B, g, lam, gamma = spectral_case(*CASES[name])
+            exact = solve_trust_region_diagonal(lam, gamma, radius).multiplier
+            cold = solve_trust_region_exact(B, g, radius)
+            warm = solve_trust_region_exact(B, g, radius, initial_multiplier=1.01 * exact)
+            assert warm.iterations == 1 and warm.case == "boundary"
+            assert warm.model_decrease >= GUARANTEED_FRACTION * -dual_optimum(lam, gamma, radius)
+            cold_total += cold.iterations
+    assert cold_total > 6
 
 
 def test_exact_solver_falls_back_to_the_eigendecomposition():

@@ -197,17 +197,26 @@ class Monotone(Globalization):
 RULES: dict[str, type[Globalization]] = {cls.name: cls for cls in (TrustRegion, Damping, Monotone)}
 
 
-def parse_globalization(value, allowed: tuple[str, ...]) -> Globalization:
-    """``None`` (the method's default, ``allowed[0]``), a name, or a `Globalization`."""
+def parse_globalization(value, allowed: tuple) -> Globalization:
+    """``None`` (the method's default, ``allowed[0]``), a name, or a `Globalization`.
+
+    ``allowed`` lists what a strategy supports (`StepStrategy.globalizations`): names, or
+    rules standing for their name with the parameters the strategy starts from when the
+    rule is given by name or not at all (``lm``: ``Damping(initial=1.0)``).
+    """
+    defaults = {}
+    for a in allowed:
+        defaults[a if isinstance(a, str) else a.name] = RULES[a]() if isinstance(a, str) else a
+    names = list(defaults)
     if value is None:
-        value = allowed[0]
+        return defaults[names[0]]
     if isinstance(value, str):
-        if value not in allowed:
-            raise ValueError(f"globalization {value!r} is not available here; choose from {list(allowed)}")
-        return RULES[value]()
+        if value not in defaults:
+            raise ValueError(f"globalization {value!r} is not available here; choose from {names}")
+        return defaults[value]
     if isinstance(value, Globalization):
-        if value.name not in allowed:
+        if value.name not in defaults:
             raise ValueError(f"globalization {value.name!r} is not available here; "
-                             f"choose from {list(allowed)}")
+                             f"choose from {names}")
         return value
     raise TypeError(f"globalization must be None, a name or TrustRegion/Damping, got {value!r}")

@@ -37,6 +37,7 @@ import numpy as np
 from ..curvature import HVP_KINDS as CURVATURE_KINDS
 from ..memory import check_allocation
 from .blocks import BlockDiagonal, BlockEigensystem
+from .globalization import Damping
 from .subproblem import (damped_cg, lanczos_trust_region, solve_damped_dense, solve_damped_diagonal,
                          solve_trust_region_diagonal, solve_trust_region_exact, steihaug_cg)
 
@@ -119,7 +120,7 @@ class StepStrategy(ABC):
     between iterates (default: nothing)."""
 
     name: ClassVar[str]
-    globalizations: ClassVar[tuple[str, ...]]
+    globalizations: ClassVar[tuple]          # names, or rules with the strategy's defaults
     #: Whether the strategy reads `Objective.sampled_curvature` (then a Dask objective
     #: evaluates value and gradient by direct shard tasks as well).
     uses_sampled_curvature: ClassVar[bool] = False
@@ -195,18 +196,27 @@ def _no_structure(method: str, structure) -> None:
 
 
 class ExactNewton(StepStrategy):
-    """Full exact curvature, trust region solved nearly exactly (N&W alg. 4.3, hard case incl.)."""
+    """Full exact curvature, trust region solved nearly exactly (N&W alg. 4.3, hard case incl.).
+
+    The subproblem starts from the previous iterate's multiplier (``warm_start``, CGT
+    §7.3.11): between neighbouring iterates it changes little, so a solve usually costs
+    one Cholesky factorisation instead of the five to fifteen of a cold start. The
+    multiplier is the strategy's state (`state_dict`), checkpointed with every iteration.
+    """
 
     name = "newton"
     globalizations = ("trust-region",)
 
     def __init__(self, *, kind: str | None = None, structure: str | None = None,
-                 k_easy: float = 0.1, k_hard: float = 0.2, max_factorizations: int = 50):
+                 k_easy: float = 0.1, k_hard: float = 0.2, max_factorizations: int = 50,
+                 warm_start: bool = True):
         if structure not in (None, "full"):
             raise ValueError(f"method 'newton' uses the full matrix, got structure {structure!r}")
         self.kind = _check_kind(kind or "hessian")
         self.k_easy, self.k_hard = float(k_easy), float(k_hard)
         self.max_factorizations = int(max_factorizations)
+        self.warm_start = bool(warm_start)
+        self._multiplier: float | None = None
 
     @property
     def curvature_request(self):
@@ -216,13 +226,27 @@ class ExactNewton(StepStrategy):
         _check_dense_memory(state, self.name, "full", DENSE_SOLVE_COPIES, _LOW_MEMORY)
         B = np.asarray(state.curvature(self.kind, "full"), dtype=float)
         sol = solve_trust_region_exact(B, state.gradient, state.radius, k_easy=self.k_easy,
-                                       k_hard=self.k_hard, max_iter=self.max_factorizations)
+                                       k_hard=self.k_hard, max_iter=self.max_factorizations,
+                                       initial_multiplier=self._multiplier if self.warm_start else None)
+        self._multiplier = None if sol.multiplier is None else float(sol.multiplier)
         return Step(sol.step, sol.model_decrease, sol.hits_boundary,
                     {"case": sol.case, "multiplier": sol.multiplier, "factorizations": sol.iterations})
 
     def config(self):
         return {"method": self.name, "kind": self.kind, "k_easy": self.k_easy,
-                "k_hard": self.k_hard, "max_factorizations": self.max_factorizations}
+                "k_hard": self.k_hard, "max_factorizations": self.max_factorizations,
+                "warm_start": self.warm_start}
+
+    def state_dict(self):
+        """``multiplier``: that of the last subproblem solved (``None`` before the first)."""
+        return {"multiplier": self._multiplier}
+
+    def load_state_dict(self, saved):
+        if not saved:                        # a checkpoint written before newton had state
+            return
+        if set(saved) != {"multiplier"}:
+            raise ValueError(f"newton strategy state must hold a multiplier, got {saved!r}")
+        self._multiplier = None if saved["multiplier"] is None else float(saved["multiplier"])
 
 
 class NewtonCG(StepStrategy):
@@ -412,8 +436,18 @@ class BlockNewton(StepStrategy):
 
 
 class LevenbergMarquardt(StepStrategy):
-    """``p = -(G + mu I)^{-1} g`` with ``G`` the generalised Gauss-Newton matrix (full,
-    row or layer blocks), ``mu`` by the driver's trainlm schedule. Blocks are
+    """``p = -(G + mu s I)^{-1} g`` with ``G`` the generalised Gauss-Newton matrix (full,
+    row or layer blocks), ``mu`` by the driver's trainlm schedule (x10 after a failed
+    step, /10 after an accepted one) and ``s`` the largest diagonal entry of ``G`` at the
+    first iterate (the strategy's state): the damping is relative to the curvature's
+    scale, as in Madsen, Nielsen & Tingleff (2004, §3.2: ``mu_0 = tau max_i a_ii``),
+    and the method's default rule starts at ``tau = 1``, their choice for a start far
+    from the solution (``relative=False``: ``s = 1``, MATLAB trainlm's absolute ``mu``).
+    With trainlm's absolute ``mu_0 = 1e-3`` the first steps are nearly undamped
+    Gauss-Newton steps; along the nearly flat directions of ``G`` (the biases of
+    saturated hidden units, which no L2 penalty holds) they are tens of units long,
+    the units they saturate stay saturated, and the fits end in minima with dead
+    units, above L-BFGS-B's from the same start (docs/training.md). Blocks are
     eigendecomposed once per iterate, so retries with a larger ``mu`` cost ``O(t)``; the
     full matrix is factorised by Cholesky for each ``mu`` (`solve_damped_dense`: an
     eigendecomposition costs about 27 factorisations, more than the retries of a
@@ -435,11 +469,12 @@ class LevenbergMarquardt(StepStrategy):
     """
 
     name = "lm"
-    globalizations = ("damping",)
+    globalizations = (Damping(initial=1.0),)
     PHASES = ("gauss_newton", "hessian")
 
     def __init__(self, *, kind: str | None = None, structure: str | None = None,
-                 hybrid: bool = True, switch_after: int = 3, switch_ratio: float = 0.02):
+                 hybrid: bool = True, switch_after: int = 3, switch_ratio: float = 0.02,
+                 relative: bool = True):
         self.kind = _check_kind(kind or "gauss_newton", ("gauss_newton",))
         self.structure = structure or "full"
         if self.structure not in ("row", "layer", "full"):
@@ -448,7 +483,18 @@ class LevenbergMarquardt(StepStrategy):
             raise ValueError(f"switch_after must be an integer >= 1, got {switch_after!r}")
         self.hybrid = bool(hybrid)
         self.switch_after, self.switch_ratio = int(switch_after), float(switch_ratio)
+        self.relative = bool(relative)
         self._phase, self._count, self._last = "gauss_newton", 0, None
+        self._scale: float | None = None
+
+    def _damping(self, state) -> float:
+        """``mu s``: the driver's ``mu`` times the scale ``s`` (set at the first iterate)."""
+        if not self.relative:
+            return state.damping
+        if self._scale is None:
+            self._scale = _largest_diagonal(state.curvature(self.kind, self.structure),
+                                            self.structure) or 1.0
+        return state.damping * self._scale
 
     @property
     def curvature_request(self):
@@ -477,8 +523,8 @@ class LevenbergMarquardt(StepStrategy):
         if self.structure == "full":
             _check_dense_memory(state, self.name, "full", DENSE_SOLVE_COPIES,
                                 ("structure='row' or 'layer' (lm on blocks)",) + _LOW_MEMORY)
-            sol = solve_damped_dense(state.curvature(kind, "full"), state.gradient, state.damping,
-                                     semidefinite=kind == "gauss_newton")
+            sol = solve_damped_dense(state.curvature(kind, "full"), state.gradient,
+                                     self._damping(state), semidefinite=kind == "gauss_newton")
             return Step(sol.step, sol.model_decrease, False, {"case": sol.case, **info})
         eig = _eigensystem(state, kind, self.structure, self.name)
         if kind == "hessian":
@@ -487,30 +533,41 @@ class LevenbergMarquardt(StepStrategy):
             lam = lam + max(0.0, floor - float(np.min(lam)))
         else:
             lam = np.maximum(eig.eigenvalues, 0.0)   # G is positive semi-definite; drop round-off
-        sol = solve_damped_diagonal(lam, eig.to_coefficients(state.gradient), state.damping)
+        sol = solve_damped_diagonal(lam, eig.to_coefficients(state.gradient), self._damping(state))
         return Step(eig.from_coefficients(sol.step), sol.model_decrease, False,
                     {"case": sol.case, **info})
 
     def config(self):
         return {"method": self.name, "kind": self.kind, "structure": self.structure,
                 "hybrid": self.hybrid, "switch_after": self.switch_after,
-                "switch_ratio": self.switch_ratio}
+                "switch_ratio": self.switch_ratio, "relative": self.relative}
 
     def state_dict(self):
-        """``phase``, ``count`` (qualifying Gauss-Newton steps in a row) and ``last``
-        (``[iteration, E, ||g||_inf]`` at the last point seen, or ``None``)."""
+        """``phase``, ``count`` (qualifying Gauss-Newton steps in a row), ``last``
+        (``[iteration, E, ||g||_inf]`` at the last point seen, or ``None``) and ``scale``
+        (``s``, ``None`` before the first step)."""
         return {"phase": self._phase, "count": self._count,
-                "last": None if self._last is None else list(self._last)}
+                "last": None if self._last is None else list(self._last), "scale": self._scale}
 
     def load_state_dict(self, saved):
         if not saved:                        # a checkpoint written before strategies had state
             return
-        if set(saved) != {"phase", "count", "last"} or saved["phase"] not in self.PHASES:
+        if not {"phase", "count", "last"} <= set(saved) <= {"phase", "count", "last", "scale"} \
+                or saved["phase"] not in self.PHASES:
             raise ValueError(f"lm strategy state must have a phase in {list(self.PHASES)}, "
-                             f"a count and a last point, got {saved!r}")
-        last = saved["last"]
+                             f"a count, a last point and a scale, got {saved!r}")
+        last, scale = saved["last"], saved.get("scale")
         self._phase, self._count = saved["phase"], int(saved["count"])
         self._last = None if last is None else (int(last[0]), float(last[1]), float(last[2]))
+        self._scale = None if scale is None else float(scale)
+
+
+def _largest_diagonal(curvature, structure: str) -> float:
+    """The largest diagonal entry of a curvature in ``structure`` (full, row or layer blocks)."""
+    if structure == "full":
+        return float(np.max(np.diagonal(np.asarray(curvature)), initial=0.0))
+    return max((float(np.max(np.diagonal(np.asarray(b), axis1=-2, axis2=-1), initial=0.0))
+                for b in curvature), default=0.0)
 
 
 STRATEGIES: dict[str, type[StepStrategy]] = {

@@ -123,7 +123,8 @@ def _near_null_vector(factor: np.ndarray, n: int) -> tuple[np.ndarray, float]:
 
 
 def solve_trust_region_exact(B, g, radius: float, *, k_easy: float = 0.1, k_hard: float = 0.2,
-                             max_iter: int = 50) -> SubproblemSolution:
+                             max_iter: int = 50,
+                             initial_multiplier: float | None = None) -> SubproblemSolution:
     """Nearly exact minimiser of ``m(p) = g'p + 1/2 p'Bp`` s.t. ``||p|| <= radius``.
 
     Nocedal & Wright alg. 4.3 (Newton's method on ``1/||p(lambda)|| - 1/radius`` with
@@ -137,6 +138,14 @@ def solve_trust_region_exact(B, g, radius: float, *, k_easy: float = 0.1, k_hard
     step ``-B^{-1} g`` lies inside the region, it is returned. After ``max_iter``
     factorisations without convergence the exact solution is computed from an
     eigendecomposition instead (`solve_trust_region_diagonal`).
+
+    ``initial_multiplier``: a guess of ``lambda*`` (e.g. the multiplier of the previous
+    iterate's subproblem, CGT §7.3.11 "warm starts"), tried first when it lies inside the
+    bracket; from a good guess the first factorisation usually meets the ``k_easy``
+    test, so the solve costs one Cholesky factorisation. The decrease guarantee holds
+    from any guess; the Newton step is then returned when it lies inside ``(1 - k_easy)``
+    times the radius (a guess above zero may stop at a step of length ``(1 - k_easy)
+    radius`` to ``radius`` instead).
     """
     B = np.asarray(B, dtype=float)
     g = np.asarray(g, dtype=float)
@@ -156,8 +165,13 @@ def solve_trust_region_exact(B, g, radius: float, *, k_easy: float = 0.1, k_hard
         lam_lo = max(0.0, -float(np.min(np.diag(B))), g_norm / radius - min(high, fro, inf))
         lam_hi = max(0.0, g_norm / radius + min(-low, fro, inf))
         lam = 0.0 if lam_lo == 0.0 else _safeguard(lam_lo, lam_hi)
+        if initial_multiplier is not None and initial_multiplier > 0.0 \
+                and lam_lo < initial_multiplier < lam_hi:
+            lam = float(initial_multiplier)
+        zero_tried = False
 
         for it in range(1, max_iter + 1):
+            zero_tried = zero_tried or lam == 0.0
             shifted = B + lam * eye
             factor, info = potrf(shifted, lower=True, clean=True)
             if info != 0:                            # lambda < -lambda_min(B)
@@ -179,6 +193,9 @@ def solve_trust_region_exact(B, g, radius: float, *, k_easy: float = 0.1, k_hard
                 lam_hi = min(lam_hi, lam)
                 if p_norm >= (1.0 - k_easy) * radius:
                     return SubproblemSolution(p, -_model(g, B @ p, p), True, lam, it, "boundary")
+                if lam_lo == 0.0 and not zero_tried:  # (warm start) the Newton step may be inside
+                    lam = 0.0
+                    continue
                 z, z_curv = _near_null_vector(factor, n)
                 t_minus, t_plus = boundary_roots(p, z, radius)
                 tau = t_minus if abs(t_minus) < abs(t_plus) else t_plus
