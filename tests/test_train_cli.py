@@ -116,6 +116,33 @@ def test_fit_writes_a_store_with_the_history(tmp_path, capsys, method):
     assert ("gauss_newton", "full") in store.curvatures
 
 
+def test_fit_with_starts_stores_every_start_and_the_minima_and_the_report_shows_them(
+        tmp_path, capsys):
+    from dist_hess.analysis import write_report
+
+    (tmp_path / "model.json").write_text(json.dumps(SPEC))
+    out = tmp_path / "run.zarr"
+    argv = ["fit", str(tmp_path / "model.json"), "sklearn:iris", "--method", "newton",
+            "--starts", "3", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("start ") >= 3 and "distinct minima over 3 starts" in printed
+    fit = dh.open_store(out).attrs["fit"]
+    model = dh.Model.from_dict(SPEC)
+    X, Y = datasets.load_sklearn("iris")
+    want = dh.fit(model, X, Y, method="newton", starts=3)
+    assert fit["start"] == want.start == fit["seed"]
+    assert [s["value"] for s in fit["starts"]] == [r.value for r in want.starts]
+    assert fit["minima"] == [m.to_dict() for m in want.minima]
+    np.testing.assert_array_equal(dh.open_store(out).weights, want.w)
+    index = write_report(str(out), str(tmp_path / "report"), plots=False)
+    page = open(index).read()
+    assert "Distinct minima over 3 starts" in page
+    assert f"{want.minima[0].value:.10g}" in page
+    with pytest.raises(SystemExit):                      # one way to choose the start
+        parse(["fit", "m.json", "d.npz", "--out", "r.zarr", "--starts", "2", "--seed", "1"])
+
+
 def test_fit_reads_csv_with_a_target_and_resumes_from_a_checkpoint(tmp_path, capsys):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((30, 2))

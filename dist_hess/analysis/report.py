@@ -574,6 +574,18 @@ def _fit_html(fit, images):
         f"<tr><td>{k}</td><td>{html.escape(str(v))}</td></tr>" for k, v in kv) + "</table>")
     if images.get("fit"):
         h.append(f"<img src='{images['fit']}' alt='loss and gradient norm against iteration'>")
+    if fit.get("minima") is not None:                  # dist-hess fit --starts
+        starts = fit.get("starts") or []
+        h.append(f"<h3>Distinct minima over {len(starts)} starts</h3>"
+                 f"<p>Converged starts grouped by final loss (within 1e-6 relative); the "
+                 f"smallest eigenvalue of the exact Hessian at the lowest start of each "
+                 f"(positive: a strict minimum). The stored weights are those of start "
+                 f"{fit.get('start')}.</p>")
+        rows = [[_fmt(m["value"], ".10g"), m["count"], _fmt(m["min_eigenvalue"], ".4g"),
+                 html.escape(", ".join(str(i) for i in m["starts"]))] for m in fit["minima"]]
+        classes = ["best" if fit.get("start") in m["starts"] else "" for m in fit["minima"]]
+        h.append(_table(["loss", "starts", "min Hessian eigenvalue", "seeds"], rows, classes,
+                        left=(3,)))
     return h
 
 

@@ -7,7 +7,8 @@ The store is the evaluation store of DESIGN.md §5 at the final weights (weights
 value, gradient, the exact Hessian's row blocks, its full matrix when the model has at
 most :data:`FULL_HESSIAN_MAX_PARAMS` parameters, and any ``--curvature`` asked for) with
 the fit's outcome in the attribute ``fit`` (method, status, message, iterations, the
-history of every iteration). With the full Hessian stored, ``dist-hess analyze`` prints
+history of every iteration; with ``--starts``, every start's outcome and the distinct
+minima found, ``minima``). With the full Hessian stored, ``dist-hess analyze`` prints
 the exact standard errors without the data.
 """
 from __future__ import annotations
@@ -105,9 +106,16 @@ def add_command(subparsers) -> None:
     p.add_argument("--checkpoint", metavar="PATH",
                    help="zarr group written after every iteration; rerunning the same command "
                         "resumes from it")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the initial weights, model.init(seed) (default 0)")
-    p.add_argument("--weights", metavar="W.npy", help="start from these weights instead")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--seed", type=int, default=0,
+                       help="seed of the initial weights, model.init(seed) (default 0)")
+    start.add_argument("--weights", metavar="W.npy", help="start from these weights instead")
+    start.add_argument("--starts", type=int_at_least(1), metavar="K",
+                       help="multi-start: K fits from model.init(seed), seed 0..K-1 (in parallel "
+                            "on the workers of a cluster), keeping the lowest converged loss; "
+                            "the store records every start and the distinct minima found "
+                            "(value, how many starts reached it, the smallest Hessian "
+                            "eigenvalue there); --checkpoint is then a directory")
     add_target_option(p)
     p.add_argument("--curvature", action="append", type=curvature_arg, default=[],
                    metavar="KIND[:STRUCTURE]",
@@ -140,14 +148,33 @@ def _progress_printer(out):
 
 
 def _fit_attrs(result, args) -> dict:
-    return {"fit": {
+    fit_attrs = {
         "method": result.method, "status": str(result.status), "message": result.message,
         "converged": bool(result.converged), "n_iter": int(result.n_iter),
         "value": float(result.value), "gradient_norm": float(result.gradient_norm),
-        "seconds": float(result.seconds), "data": args.data, "seed": int(args.seed),
+        "seconds": float(result.seconds), "data": args.data,
+        "seed": int(args.seed if result.start is None else result.start),
         "gtol": float(args.gtol), "max_iter": int(args.max_iter),
         "history": [r.to_dict() for r in result.history],
-    }}
+    }
+    if result.starts is not None:                     # --starts: every start, the minima
+        fit_attrs["start"] = int(result.start)
+        fit_attrs["starts"] = [{"seed": i, "status": str(r.status), "value": float(r.value),
+                                "gradient_norm": float(r.gradient_norm), "n_iter": int(r.n_iter),
+                                "seconds": float(r.seconds)} for i, r in enumerate(result.starts)]
+        fit_attrs["minima"] = [m.to_dict() for m in result.minima]
+    return {"fit": fit_attrs}
+
+
+def minima_table(minima: list[dict], n_starts: int) -> str:
+    """The distinct minima of a multi-start fit as text (``attrs["fit"]["minima"]``)."""
+    lines = [f"distinct minima over {n_starts} starts (converged starts only):",
+             f"  {'value':>18} {'starts':>7} {'min Hessian eigenvalue':>23}  seeds"]
+    for m in minima:
+        eig = "-" if m["min_eigenvalue"] is None else f"{m['min_eigenvalue']:.4g}"
+        lines.append(f"  {m['value']:18.10g} {m['count']:7d} {eig:>23}  "
+                     f"{', '.join(str(i) for i in m['starts'])}")
+    return "\n".join(lines)
 
 
 def _stored_curvature(model, asked) -> list[tuple[str, str]]:
@@ -170,33 +197,39 @@ def run_fit(args) -> int:
     X, Y = load_examples(args, model)
     model = named_model(args, model)
     n = int(np.shape(X)[0])
+    starts = args.starts
     if args.weights:
         w0 = np.load(args.weights)
     else:
-        w0 = model.init(seed=args.seed)
+        w0 = None if starts else model.init(seed=args.seed)
     client = client_from_args(args, work=n * model.n_params)      # sets --memory-limit
     curvature = _stored_curvature(model, args.curvature)
     check_request(model, Request(curvature=tuple(curvature)), 0)    # the final store, before training
     if client is None:                                  # zarr arrays are read into memory
         X, Y = np.asarray(X), np.asarray(Y)
     where = "in-process" if client is None else f"Dask scheduler {client.scheduler.address}"
-    say(f"{args.data}: {n} examples; model {model!r}; method {args.method}; {where}")
+    say(f"{args.data}: {n} examples; model {model!r}; method {args.method}; {where}"
+        + (f"; {starts} starts" if starts else ""))
     if client is not None:
         say(f"dashboard: {dashboard_link(client)}")
     if args.checkpoint:
         say(f"checkpoint: {args.checkpoint} (rerun the same command to resume)")
 
     start = time.perf_counter()
-    result = fit(model, X, Y, w0=w0, method=args.method, client=client,
+    progress = {"verbose": not args.quiet} if starts else \
+        {"callback": None if args.quiet else _progress_printer(out)}
+    result = fit(model, X, Y, w0=w0, method=args.method, starts=starts, client=client,
                  max_iter=args.max_iter, gtol=args.gtol, max_time=args.max_time,
-                 checkpoint=args.checkpoint, structure=args.structure,
-                 callback=None if args.quiet else _progress_printer(out))
+                 checkpoint=args.checkpoint, structure=args.structure, **progress)
 
     final = evaluate(model, result.w, X, Y, curvature=[f"{k}:{s}" for k, s in curvature],
                      client=client)
     write_store(args.out, model, result.w, n_examples=n, value=final.value,
                 gradient=final.gradient, curvature=final.blocks, attrs=_fit_attrs(result, args))
     seconds = time.perf_counter() - start
+    if starts:
+        print(minima_table([m.to_dict() for m in result.minima], starts), flush=True)
+        print(f"best: start {result.start} (seed {result.start})", flush=True)
     print(f"{result.method}: {result.status} after {result.n_iter} iterations in {seconds:.2f} s: "
           f"{result.message}", flush=True)
     fitted = ""
