@@ -150,3 +150,20 @@ def test_import_dist_hess_loads_no_dask_zarr_or_command_line():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=120).stdout
     assert out.split() == ["[]", "False"]
+
+
+def test_an_in_process_fit_loads_no_dask_or_zarr():
+    # (issue 12: a first small fit used to spend a second importing them)
+    code = ("import sys, numpy as np, dist_hess as dh\n"
+            "X = np.random.default_rng(0).standard_normal((40, 3)); Y = X[:, 0] ** 2\n"
+            "model = dh.Model.from_dict({'inputs': 3, 'loss': 'squared', 'layers': ["
+            "{'type': 'dense', 'units': 2, 'activation': 'tanh'},"
+            "{'type': 'dense', 'units': 1, 'activation': 'identity'}]})\n"
+            "dh.fit(model, X, Y, method='newton', max_iter=5)\n"
+            "dh.fit(model, X, Y, method='newton', starts=2, max_iter=5)\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'dask', 'distributed', 'zarr', 'sklearn'}))")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.split() == ["[]"]

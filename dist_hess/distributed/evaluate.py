@@ -27,8 +27,6 @@ from ..engine import Request, add_sums, finalize, shard_sums
 from ..engine.footprint import check_request
 from ..memory import memory_limit as resolve_memory_limit
 from ..model import check_direction, check_real
-from ..store import (begin_store, create_multipliers, mark_complete, open_store, staged,
-                     write_multipliers_block, write_results)
 from .cluster import DEFAULT_CONNECT_TIMEOUT, gather_watching_workers, resolve_client
 from .data import Shards, as_shards
 from .packing import pack_sums, unpack_sums
@@ -164,6 +162,7 @@ def _run_in_process(shards: Shards, payload: Payload, target, split_every, progr
                 if target is None:
                     collected.append(block)
                 else:
+                    from ..store import write_multipliers_block   # zarr: only for a store
                     write_multipliers_block(target.path, target.names, start, block)
             yield pack_sums(sums)
 
@@ -248,6 +247,7 @@ def _multipliers_target(group, location: str, model, shards: Shards) -> StoreTar
         warnings.warn(f"multipliers are stored in zarr chunks of {rows} rows, the largest "
                       f"divisor of every shard boundary; rechunk X evenly "
                       f"(chunk_size=N) for faster writes", stacklevel=3)
+    from ..store import create_multipliers
     names = create_multipliers(group, model.sizes[1:], n_examples=shards.n_examples,
                                chunk_rows=rows)
     return StoreTarget(location, tuple(names))
@@ -319,6 +319,8 @@ def evaluate(model, w, X, Y, *, curvature=None, structure: str = "row",
     resolved = resolve_client(client, work=shards.n_examples * model.n_params,
                               security=security, connect_timeout=connect_timeout)
 
+    if store is not None:     # zarr loads only when a store is written: an in-process fit needs none
+        from ..store import begin_store, mark_complete, open_store, staged, write_results
     with staged(store) if store is not None else contextlib.nullcontext() as location:
         group, target = None, None
         if location is not None:                # a temporary directory, renamed at the end

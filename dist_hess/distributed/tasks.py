@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import add_sums, shard_sums
-from ..store import write_multipliers_block
 from .packing import pack_sums
 from .tree import fold
 
@@ -53,6 +52,7 @@ def shard_task(payload: Payload, X, Y, start: int, target: StoreTarget | None) -
     sums = shard_sums(payload.model, payload.weights, np.asarray(X), np.asarray(Y),
                       payload.request)
     if target is not None and "multipliers" in sums:
+        from ..store import write_multipliers_block           # zarr: only for a store
         write_multipliers_block(target.path, target.names, start, sums.pop("multipliers"))
     return pack_sums(sums)
 
