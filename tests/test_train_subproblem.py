@@ -18,8 +18,8 @@ from scipy.optimize import minimize_scalar
 from scipy.stats import ortho_group
 
 from dist_hess.train.subproblem import (boundary_roots, solve_damped_dense, solve_damped_diagonal,
-                                        solve_trust_region_diagonal, solve_trust_region_exact,
-                                        steihaug_cg)
+                                        solve_trust_region_dense, solve_trust_region_diagonal,
+                                        solve_trust_region_exact, steihaug_cg)
 
 K_EASY, K_HARD = 0.1, 0.2
 GUARANTEED_FRACTION = min((1 - K_EASY) ** 2, 1 - K_HARD)
@@ -81,15 +81,11 @@ CASES = {
 RADII = [0.05, 1.0, 30.0]
 
 
-@pytest.mark.parametrize("warm", [None, "exact", "low", "high"])
 @pytest.mark.parametrize("radius", RADII, ids=lambda r: f"radius={r}")
 @pytest.mark.parametrize("name", list(CASES))
-def test_exact_solver_meets_its_guarantees(name, radius, warm):
+def test_exact_solver_meets_its_guarantees(name, radius):
     B, g, lam, gamma = spectral_case(*CASES[name])
-    exact = solve_trust_region_diagonal(lam, gamma, radius).multiplier
-    initial = {None: None, "exact": exact, "low": 0.3 * exact, "high": 3.0 * exact + 1.0}[warm]
-    sol = solve_trust_region_exact(B, g, radius, k_easy=K_EASY, k_hard=K_HARD,
-                                   initial_multiplier=initial)
+    sol = solve_trust_region_exact(B, g, radius, k_easy=K_EASY, k_hard=K_HARD)
     p = sol.step
     assert np.linalg.norm(p) <= radius * (1 + 1e-12)
     m = model_value(B, g, p)
@@ -131,11 +127,9 @@ def test_dual_reference_matches_a_grid_in_two_dimensions():
 def test_positive_definite_interior_solution_is_the_newton_step():
     B, g, _, _ = spectral_case([1.0, 2.0, 5.0, 10.0], [1.0, -1.0, 0.5, 2.0])
     newton = -np.linalg.solve(B, g)
-    for initial in (None, 0.0, 0.05, 7.0):          # a warm start does not hide it
-        sol = solve_trust_region_exact(B, g, 2.0 * np.linalg.norm(newton),
-                                       initial_multiplier=initial)
-        assert not sol.hits_boundary and sol.case == "interior"
-        np.testing.assert_allclose(sol.step, newton, rtol=1e-12, atol=1e-14)
+    sol = solve_trust_region_exact(B, g, 2.0 * np.linalg.norm(newton))
+    assert not sol.hits_boundary and sol.case == "interior"
+    np.testing.assert_allclose(sol.step, newton, rtol=1e-12, atol=1e-14)
     diag = solve_trust_region_diagonal(np.array([1.0, 2.0]), np.array([1.0, 1.0]), 10.0)
     np.testing.assert_allclose(diag.step, [-1.0, -0.5])
 
@@ -151,18 +145,37 @@ def test_hard_case_goes_to_the_boundary_along_the_lowest_eigenvector(name):
         assert sol.multiplier == pytest.approx(-lam.min(), rel=0.3)
 
 
-def test_a_warm_start_at_the_multiplier_needs_one_factorisation():
-    cold_total = 0
-    for name in ("pd", "indefinite", "random_20"):
-        for radius in (0.05, 1.0):
-            B, g, lam, gamma = spectral_case(*CASES[name])
-            exact = solve_trust_region_diagonal(lam, gamma, radius).multiplier
-            cold = solve_trust_region_exact(B, g, radius)
-            warm = solve_trust_region_exact(B, g, radius, initial_multiplier=1.01 * exact)
-            assert warm.iterations == 1 and warm.case == "boundary"
-            assert warm.model_decrease >= GUARANTEED_FRACTION * -dual_optimum(lam, gamma, radius)
-            cold_total += cold.iterations
-    assert cold_total > 6
+@pytest.mark.parametrize("radius", RADII, ids=lambda r: f"radius={r}")
+@pytest.mark.parametrize("name", [n for n in CASES if n != "zero_gradient_indefinite"])
+def test_dense_solver_is_exact_when_positive_definite_and_steihaug_otherwise(name, radius):
+    B, g, lam, gamma = spectral_case(*CASES[name])
+    sol = solve_trust_region_dense(B, g, radius, tol=1e-10, max_cg_iter=50)
+    assert np.linalg.norm(sol.step) <= radius * (1 + 1e-12)
+    assert sol.model_decrease == pytest.approx(-model_value(B, g, sol.step), rel=1e-9, abs=1e-14)
+    if np.min(lam) == 0:                 # singular: round-off decides the factorisation
+        return
+    if np.all(lam > 0):                                       # the exact solver's guarantee
+        m_star = dual_optimum(lam, gamma, radius)
+        assert -model_value(B, g, sol.step) >= GUARANTEED_FRACTION * -m_star - 1e-12
+        newton = -np.linalg.solve(B, g)
+        if np.linalg.norm(newton) <= radius:                  # one factorisation
+            assert sol.case == "interior" and sol.iterations == 1
+            np.testing.assert_allclose(sol.step, newton, rtol=1e-10, atol=1e-14)
+    else:              # Steihaug-CG's answer when on the boundary, else the exact one
+        want = steihaug_cg(lambda v: B @ v, g, radius, tol=1e-10, max_iter=50)
+        if np.linalg.norm(B @ want.step + g) > 1e-10:
+            np.testing.assert_array_equal(sol.step, want.step)
+        else:
+            exact = solve_trust_region_exact(B, g, radius)
+            np.testing.assert_array_equal(sol.step, exact.step)
+        assert sol.model_decrease >= cauchy_decrease(B, g, radius) * (1 - 1e-9)
+
+
+def test_dense_solver_leaves_a_saddle_point_along_the_negative_curvature():
+    B, g, lam, gamma = spectral_case(*CASES["zero_gradient_indefinite"])      # g = 0
+    sol = solve_trust_region_dense(B, g, 1.0, tol=1e-10, max_cg_iter=50)
+    assert sol.case == "hard" and sol.model_decrease > 0
+    assert np.linalg.norm(sol.step) == pytest.approx(1.0, rel=K_EASY)
 
 
 def test_exact_solver_falls_back_to_the_eigendecomposition():

@@ -11,6 +11,10 @@ and returns a `SubproblemSolution` carrying ``model_decrease = -m(p) >= 0``, the
   Newton's method on the secular equation with Cholesky factorisations, safeguards and
   the hard case (Nocedal & Wright alg. 4.3; Moré & Sorensen 1983; Conn, Gould & Toint
   2000, alg. 7.3.6 and §7.3.8 for the bounds on the multiplier).
+- `solve_trust_region_dense`: the step of method ``newton``: for a positive-definite
+  dense B the nearly exact solution (the Newton step when it lies inside, from the one
+  Cholesky factorisation that shows B is positive definite); for an indefinite B,
+  Steihaug-CG on products with B.
 - `solve_trust_region_diagonal`: the same problem when B is diagonal (B given in an
   eigenbasis), exactly, hard case included (N&W §4.3, eqs. 4.38-4.45).
 - `solve_damped_diagonal`: p = -(B + mu I)^{-1} g in an eigenbasis (Levenberg).
@@ -34,7 +38,7 @@ from typing import Protocol
 import numpy as np
 from scipy.linalg import cho_solve, eigh, eigh_tridiagonal, get_lapack_funcs, solve_triangular
 
-__all__ = ["SubproblemSolution", "Preconditioner", "solve_trust_region_exact",
+__all__ = ["SubproblemSolution", "Preconditioner", "solve_trust_region_exact", "solve_trust_region_dense",
            "solve_trust_region_diagonal", "solve_damped_diagonal", "solve_damped_dense", "steihaug_cg", "damped_cg",
            "lanczos_trust_region", "boundary_roots"]
 
@@ -123,8 +127,7 @@ def _near_null_vector(factor: np.ndarray, n: int) -> tuple[np.ndarray, float]:
 
 
 def solve_trust_region_exact(B, g, radius: float, *, k_easy: float = 0.1, k_hard: float = 0.2,
-                             max_iter: int = 50,
-                             initial_multiplier: float | None = None) -> SubproblemSolution:
+                             max_iter: int = 50) -> SubproblemSolution:
     """Nearly exact minimiser of ``m(p) = g'p + 1/2 p'Bp`` s.t. ``||p|| <= radius``.
 
     Nocedal & Wright alg. 4.3 (Newton's method on ``1/||p(lambda)|| - 1/radius`` with
@@ -138,14 +141,6 @@ def solve_trust_region_exact(B, g, radius: float, *, k_easy: float = 0.1, k_hard
     step ``-B^{-1} g`` lies inside the region, it is returned. After ``max_iter``
     factorisations without convergence the exact solution is computed from an
     eigendecomposition instead (`solve_trust_region_diagonal`).
-
-    ``initial_multiplier``: a guess of ``lambda*`` (e.g. the multiplier of the previous
-    iterate's subproblem, CGT §7.3.11 "warm starts"), tried first when it lies inside the
-    bracket; from a good guess the first factorisation usually meets the ``k_easy``
-    test, so the solve costs one Cholesky factorisation. The decrease guarantee holds
-    from any guess; the Newton step is then returned when it lies inside ``(1 - k_easy)``
-    times the radius (a guess above zero may stop at a step of length ``(1 - k_easy)
-    radius`` to ``radius`` instead).
     """
     B = np.asarray(B, dtype=float)
     g = np.asarray(g, dtype=float)
@@ -165,13 +160,8 @@ def solve_trust_region_exact(B, g, radius: float, *, k_easy: float = 0.1, k_hard
         lam_lo = max(0.0, -float(np.min(np.diag(B))), g_norm / radius - min(high, fro, inf))
         lam_hi = max(0.0, g_norm / radius + min(-low, fro, inf))
         lam = 0.0 if lam_lo == 0.0 else _safeguard(lam_lo, lam_hi)
-        if initial_multiplier is not None and initial_multiplier > 0.0 \
-                and lam_lo < initial_multiplier < lam_hi:
-            lam = float(initial_multiplier)
-        zero_tried = False
 
         for it in range(1, max_iter + 1):
-            zero_tried = zero_tried or lam == 0.0
             shifted = B + lam * eye
             factor, info = potrf(shifted, lower=True, clean=True)
             if info != 0:                            # lambda < -lambda_min(B)
@@ -193,9 +183,6 @@ def solve_trust_region_exact(B, g, radius: float, *, k_easy: float = 0.1, k_hard
                 lam_hi = min(lam_hi, lam)
                 if p_norm >= (1.0 - k_easy) * radius:
                     return SubproblemSolution(p, -_model(g, B @ p, p), True, lam, it, "boundary")
-                if lam_lo == 0.0 and not zero_tried:  # (warm start) the Newton step may be inside
-                    lam = 0.0
-                    continue
                 z, z_curv = _near_null_vector(factor, n)
                 t_minus, t_plus = boundary_roots(p, z, radius)
                 tau = t_minus if abs(t_minus) < abs(t_plus) else t_plus
@@ -218,6 +205,51 @@ def solve_trust_region_exact(B, g, radius: float, *, k_easy: float = 0.1, k_hard
     sol = solve_trust_region_diagonal(eigenvalues, vectors.T @ g, radius)
     return SubproblemSolution(vectors @ sol.step, sol.model_decrease, sol.hits_boundary,
                               sol.multiplier, max_iter, sol.case)
+
+
+def solve_trust_region_dense(B, g, radius: float, *, tol: float, max_cg_iter: int,
+                             min_decrease: float = 0.0, k_easy: float = 0.1, k_hard: float = 0.2,
+                             max_iter: int = 50) -> SubproblemSolution:
+    """``min m(p)`` s.t. ``||p|| <= radius`` for a dense symmetric ``B``, as method ``newton`` takes it.
+
+    One Cholesky factorisation of ``B`` decides:
+
+    - ``B`` positive definite: the Newton step ``-B^{-1} g`` from that factor when it lies
+      inside (one factorisation), else `solve_trust_region_exact` (the boundary
+      solution, its guarantees);
+    - ``B`` not positive definite: `steihaug_cg` on ``v -> B v`` (residual ``tol``, at most
+      ``max_cg_iter`` products, ``min_decrease``), which starts along the steepest
+      descent direction and follows negative curvature only where CG meets it, instead
+      of the exact solution, which goes along the most negative eigenvector whenever the
+      radius binds (N&W eq. 4.45's hard case and its neighbourhood). On small tanh
+      networks far from a minimum that is most of the steps (docs/training.md). Where CG
+      ends at a stationary point of the indefinite model (``||Bp + g|| <= tol``: a step
+      onto a saddle point) or finds no decrease above ``min_decrease`` (at a saddle,
+      ``g = 0``), the exact solution instead, which leaves along the negative curvature.
+    """
+    B = np.asarray(B, dtype=float)
+    g = np.asarray(g, dtype=float)
+    n = g.shape[0]
+    if B.shape != (n, n):
+        raise ValueError(f"B has shape {B.shape}, expected {(n, n)}")
+    if not radius > 0:
+        raise ValueError(f"radius must be positive, got {radius}")
+    B = 0.5 * (B + B.T)
+    potrf, = get_lapack_funcs(("potrf",), (B,))
+    with np.errstate(under="ignore"):
+        factor, info = potrf(B, lower=True, clean=True)
+        if info != 0:
+            sol = steihaug_cg(lambda v: B @ v, g, radius, tol=tol, max_iter=max_cg_iter,
+                              min_decrease=min_decrease)
+            stationary = float(np.linalg.norm(B @ sol.step + g)) <= tol
+            if not stationary and sol.model_decrease > min_decrease:
+                return sol
+            return solve_trust_region_exact(B, g, radius, k_easy=k_easy, k_hard=k_hard,
+                                            max_iter=max_iter)
+        p = cho_solve((factor, True), -g)
+        if float(np.linalg.norm(p)) <= radius:
+            return SubproblemSolution(p, -_model(g, B @ p, p), False, 0.0, 1, "interior")
+    return solve_trust_region_exact(B, g, radius, k_easy=k_easy, k_hard=k_hard, max_iter=max_iter)
 
 
 # -- B in an eigenbasis -------------------------------------------------------------------------
