@@ -43,6 +43,9 @@ __all__ = ["SubproblemSolution", "Preconditioner", "solve_trust_region_exact", "
            "lanczos_trust_region", "boundary_roots"]
 
 EPS = np.finfo(float).eps
+#: `solve_trust_region_dense`: a CG step with ``||Bp + g||`` below this times ``||g||`` is on
+#: the indefinite model's stationary point to rounding (a saddle of the model).
+_SADDLE_RESIDUAL = 1e-10
 #: Safeguard for the multiplier when Newton's update leaves its bracket (CGT eq. 7.3.14).
 _BRACKET_FRACTION = 0.01
 
@@ -223,9 +226,11 @@ def solve_trust_region_dense(B, g, radius: float, *, tol: float, max_cg_iter: in
       of the exact solution, which goes along the most negative eigenvector whenever the
       radius binds (N&W eq. 4.45's hard case and its neighbourhood). On small tanh
       networks far from a minimum that is most of the steps (docs/training.md). Where CG
-      ends at a stationary point of the indefinite model (``||Bp + g|| <= tol``: a step
-      onto a saddle point) or finds no decrease above ``min_decrease`` (at a saddle,
-      ``g = 0``), the exact solution instead, which leaves along the negative curvature.
+      ends on the stationary point of the indefinite model to rounding (``||Bp + g|| <=
+      1e-10 ||g||``: ``g`` has no component along the negative curvature, so CG never
+      meets it, and the step goes onto a saddle of the model) or finds no decrease above
+      ``min_decrease`` (at a saddle, ``g = 0``), the exact solution instead, which leaves
+      along the negative curvature.
     """
     B = np.asarray(B, dtype=float)
     g = np.asarray(g, dtype=float)
@@ -241,8 +246,10 @@ def solve_trust_region_dense(B, g, radius: float, *, tol: float, max_cg_iter: in
         if info != 0:
             sol = steihaug_cg(lambda v: B @ v, g, radius, tol=tol, max_iter=max_cg_iter,
                               min_decrease=min_decrease)
-            stationary = float(np.linalg.norm(B @ sol.step + g)) <= tol
-            if not stationary and sol.model_decrease > min_decrease:
+            # on the model's stationary point to rounding: a step onto a saddle of the model
+            # (g has no component along its negative curvature, which CG then never sees)
+            saddle = float(np.linalg.norm(B @ sol.step + g)) <= _SADDLE_RESIDUAL * float(np.linalg.norm(g))
+            if not saddle and sol.model_decrease > min_decrease:
                 return sol
             return solve_trust_region_exact(B, g, radius, k_easy=k_easy, k_hard=k_hard,
                                             max_iter=max_iter)
