@@ -34,13 +34,18 @@ def client():
         yield c
 
 
-@pytest.fixture(scope="module")
-def problem():
+def regression_problem():
+    """A 3-3-1 tanh network with a skip connection on 48 noisy examples (also tests/test_train_starts.py)."""
     model = dh.Model.from_dict(SPEC)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((48, 3))
     Y = np.sin(X[:, 0]) + 0.5 * X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(48)
     return model, X, Y
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return regression_problem()
 
 
 def as_dask(X, Y, rows=13):                       # uneven shards: 13, 13, 13, 9

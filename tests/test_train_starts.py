@@ -12,21 +12,11 @@ import pytest
 import dist_hess as dh
 from dist_hess.train import starts as starts_module
 from dist_hess.train.starts import best_start, group_minima, start_points
-
-SPEC = {"inputs": 3,
-        "layers": [{"type": "dense", "units": 3, "activation": "tanh"},
-                   {"type": "dense", "units": 1, "activation": "identity", "sources": [1, 0]}],
-        "loss": "squared",
-        "penalty": {"type": "l2", "lambda": 0.01}}
-
+from tests.test_train_dask import SPEC, regression_problem
 
 @pytest.fixture(scope="module")
 def problem():
-    model = dh.Model.from_dict(SPEC)
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((48, 3))
-    Y = np.sin(X[:, 0]) + 0.5 * X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(48)
-    return model, X, Y
+    return regression_problem()
 
 
 def assert_same_fit(got, want):

@@ -129,6 +129,18 @@ def _near_null_vector(factor: np.ndarray, n: int) -> tuple[np.ndarray, float]:
     return z, float(np.linalg.norm(factor.T @ z) ** 2)
 
 
+def _dense_subproblem(B, g, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(B, g)`` checked (shapes, a positive radius) and ``B`` symmetrised."""
+    B = np.asarray(B, dtype=float)
+    g = np.asarray(g, dtype=float)
+    n = g.shape[0]
+    if B.shape != (n, n):
+        raise ValueError(f"B has shape {B.shape}, expected {(n, n)}")
+    if not radius > 0:
+        raise ValueError(f"radius must be positive, got {radius}")
+    return 0.5 * (B + B.T), g
+
+
 def solve_trust_region_exact(B, g, radius: float, *, k_easy: float = 0.1, k_hard: float = 0.2,
                              max_iter: int = 50) -> SubproblemSolution:
     """Nearly exact minimiser of ``m(p) = g'p + 1/2 p'Bp`` s.t. ``||p|| <= radius``.
@@ -145,14 +157,8 @@ def solve_trust_region_exact(B, g, radius: float, *, k_easy: float = 0.1, k_hard
     factorisations without convergence the exact solution is computed from an
     eigendecomposition instead (`solve_trust_region_diagonal`).
     """
-    B = np.asarray(B, dtype=float)
-    g = np.asarray(g, dtype=float)
+    B, g = _dense_subproblem(B, g, radius)
     n = g.shape[0]
-    if B.shape != (n, n):
-        raise ValueError(f"B has shape {B.shape}, expected {(n, n)}")
-    if not radius > 0:
-        raise ValueError(f"radius must be positive, got {radius}")
-    B = 0.5 * (B + B.T)
     potrf, = get_lapack_funcs(("potrf",), (B,))
     eye = np.eye(n)
     with np.errstate(under="ignore"):
@@ -232,14 +238,8 @@ def solve_trust_region_dense(B, g, radius: float, *, tol: float, max_cg_iter: in
       ``min_decrease`` (at a saddle, ``g = 0``), the exact solution instead, which leaves
       along the negative curvature.
     """
-    B = np.asarray(B, dtype=float)
-    g = np.asarray(g, dtype=float)
+    B, g = _dense_subproblem(B, g, radius)
     n = g.shape[0]
-    if B.shape != (n, n):
-        raise ValueError(f"B has shape {B.shape}, expected {(n, n)}")
-    if not radius > 0:
-        raise ValueError(f"radius must be positive, got {radius}")
-    B = 0.5 * (B + B.T)
     potrf, = get_lapack_funcs(("potrf",), (B,))
     with np.errstate(under="ignore"):
         factor, info = potrf(B, lower=True, clean=True)
