@@ -161,6 +161,8 @@ def test_an_in_process_fit_loads_no_dask_or_zarr():
             "{'type': 'dense', 'units': 1, 'activation': 'identity'}]})\n"
             "dh.fit(model, X, Y, method='newton', max_iter=5)\n"
             "dh.fit(model, X, Y, method='newton', starts=2, max_iter=5)\n"
+            "dh.fit(model, X, Y, max_iter=5)\n"                   # auto
+            "dh.fit(model, X, Y, method='hessian-free', starts=2, max_iter=5)\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'dask', 'distributed', 'zarr', 'sklearn'}))")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))

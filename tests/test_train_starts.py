@@ -53,6 +53,20 @@ def test_each_start_is_the_single_fit_and_the_best_is_returned(problem):
         assert m.to_dict()["count"] == m.count == len(m.starts)
 
 
+def test_auto_and_hessian_free_starts_are_their_single_fits(problem):
+    # auto resolves once (result.method names the method of every start, gtol relative
+    # as in the single auto fit); hessian-free's seeded schedule restarts with each start
+    model, X, Y = problem
+    auto = dh.fit(model, X, Y, starts=2, max_iter=200)
+    assert auto.method == "newton" and [r.method for r in auto.starts] == ["newton"] * 2
+    for seed, got in enumerate(auto.starts):
+        assert_same_fit(got, dh.fit(model, X, Y, w0=model.init(seed=seed), max_iter=200))
+    free = dh.fit(model, X, Y, method="hessian-free", starts=2, max_iter=15)
+    for seed, got in enumerate(free.starts):
+        assert_same_fit(got, dh.fit(model, X, Y, method="hessian-free",
+                                    w0=model.init(seed=seed), max_iter=15))
+
+
 def test_a_list_of_starts_and_the_errors(problem):
     model, X, Y = problem
     w = [model.init(seed=7), model.init(seed=8)]
@@ -132,3 +146,7 @@ def test_on_a_local_cluster_one_task_per_start_and_data_parallel(problem, monkey
                         client=client)
         assert_same_fit(parallel.starts[1], single)
         assert parallel.starts[1].value == pytest.approx(wanted[1].value, rel=1e-10)
+        # hessian-free data-parallel: its objective sends direct shard tasks, as fit's does
+        free = dh.fit(model, X, Y, method="hessian-free", starts=2, max_iter=10, client=client)
+        assert_same_fit(free.starts[1], dh.fit(model, X, Y, method="hessian-free",
+                                               w0=model.init(seed=1), max_iter=10, client=client))
