@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .activations import _logistic, _softplus, get_activation
+from .rowwise import row_max, row_sums
 from .taylor import (compose_leading, exp_leading, log_leading, mul_leading, series_compose,
                      series_exp, series_log, series_mul)
 
@@ -73,7 +74,7 @@ class Loss:
 
 
 def _check_finite(A, name):
-    if not np.all(np.isfinite(A)):
+    if not np.isfinite(A).all():
         bad = np.argwhere(~np.isfinite(A))[0]
         raise ValueError(f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)}: "
                          f"{A[tuple(bad)]})")
@@ -84,10 +85,14 @@ class Squared(Loss):
 
     def value(self, out, Y):
         r = out - Y
-        return 0.5 * np.einsum("nc,nc->n", r, r)
+        return 0.5 * row_sums(r * r)
 
     def grad(self, out, Y):
         return out - Y
+
+    def value_and_grad(self, out, Y):
+        r = out - Y
+        return 0.5 * row_sums(r * r), r
 
     def hess(self, out, Y):
         n, c = out.shape
@@ -144,37 +149,53 @@ class SoftmaxCrossEntropy(Loss):
         return Y
 
     @staticmethod
-    def _log_softmax(out):
-        m = out.max(axis=1, keepdims=True)
-        shifted = out - m
-        lse = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return shifted - lse
+    def _shifted_exp(out):
+        """``s = x - max_c x_c``, ``e = exp(s)`` ``(n, c)`` and ``sum_c e_c`` ``(n,)``."""
+        shifted = out - row_max(out)[:, None]
+        e = np.exp(shifted)
+        return shifted, e, row_sums(e)
+
+    @classmethod
+    def _probabilities(cls, out):
+        _, e, total = cls._shifted_exp(out)
+        e /= total[:, None]
+        return e
 
     def mean(self, out):
         """Class probabilities ``softmax(out)``."""
-        return np.exp(self._log_softmax(out))
+        return self._probabilities(out)
+
+    @staticmethod
+    def _values(Y, shifted, total):
+        # sum_c y_c (logsumexp(x) - x_c) = (sum_c y_c) log sum_c e_c - sum_c y_c s_c
+        return np.log(total) * row_sums(Y) - row_sums(Y * shifted)
 
     def value(self, out, Y):
-        # sum_c y_c (logsumexp(x) - x_c); y rows sum to one.
-        return -np.einsum("nc,nc->n", Y, self._log_softmax(out))
+        shifted, _, total = self._shifted_exp(out)
+        return self._values(Y, shifted, total)
 
     def grad(self, out, Y):
-        return np.exp(self._log_softmax(out)) - Y
+        p = self._probabilities(out)
+        p -= Y
+        return p
 
     def value_and_grad(self, out, Y):
-        logp = self._log_softmax(out)
-        return -np.einsum("nc,nc->n", Y, logp), np.exp(logp) - Y
+        shifted, e, total = self._shifted_exp(out)
+        values = self._values(Y, shifted, total)
+        e /= total[:, None]
+        e -= Y
+        return values, e
 
     def hess(self, out, Y):
-        p = np.exp(self._log_softmax(out))
+        p = self._probabilities(out)
         H = -p[:, :, None] * p[:, None, :]
         idx = np.arange(p.shape[1])
         H[:, idx, idx] += p
         return H
 
     def hvp(self, out, Y, V):
-        p = np.exp(self._log_softmax(out))
-        return p * (V - np.einsum("nc,nc->n", p, V)[:, None])
+        p = self._probabilities(out)
+        return p * (V - row_sums(p * V)[:, None])
 
     def taylor(self, out_series, Y):
         x = out_series.copy()
@@ -209,7 +230,7 @@ class BinaryCrossEntropy(Loss):
         return _logistic(out)
 
     def value(self, out, Y):
-        return (_softplus(out) - Y * out).sum(axis=1)
+        return row_sums(_softplus(out) - Y * out)
 
     def grad(self, out, Y):
         return _logistic(out) - Y
