@@ -32,6 +32,9 @@ class Activation:
     """Base class: ``derivatives(a, order)`` -> list of ``order + 1`` arrays shaped like ``a``."""
 
     name: str = ""
+    #: True for ``h(a) = a`` (``h' = 1``, ``h'' = 0``): the engine then skips its products
+    #: with ``h'`` and ``h''``.
+    linear: bool = False
 
     def derivatives(self, a: np.ndarray, order: int) -> list[np.ndarray]:
         raise NotImplementedError
@@ -74,8 +77,13 @@ class Tanh(_PolynomialInValue):
         return np.tanh(a)
 
     def first_two(self, y, order=2):
-        d1 = 1.0 - y * y
-        return [d1] if order < 2 else [d1, -2.0 * y * d1]
+        d1 = y * y
+        np.subtract(1.0, d1, out=d1)             # 1 - y^2
+        if order < 2:
+            return [d1]
+        d2 = y * d1
+        d2 *= -2.0                               # -2 y (1 - y^2)
+        return [d1, d2]
 
 
 class Logistic(_PolynomialInValue):
@@ -102,6 +110,7 @@ def _softplus(a):
 
 class Identity(Activation):
     name = "identity"
+    linear = True
 
     def derivatives(self, a, order):
         out = [a]

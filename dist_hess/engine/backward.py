@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .forward import source_offsets
+from .forward import carried_sources, source_offsets
 
 __all__ = ["first_order", "second_order", "BlockStore", "diag_only_layers"]
 
@@ -38,10 +38,10 @@ def first_order(model, cache, gout):
     for k in range(m, 0, -1):
         if gx[k] is None:                      # an output nothing reads: no influence on E
             gx[k] = np.zeros((n, model.sizes[k]))
-        deltas[k] = cache.h1[k - 1] * gx[k]
-        targets = [(p, sl) for p, sl in source_offsets(model, k) if p != 0]
+        deltas[k] = gx[k] if model.layers[k - 1].activation.linear else cache.h1[k - 1] * gx[k]
+        span, targets = carried_sources(model, k)
         if targets:
-            du = cache.input_jac(model, k).transpose_apply(deltas[k])
+            du = cache.input_jac(model, k).transpose_apply(deltas[k], span)
             for p, sl in targets:
                 gx[p] = du[:, sl] if gx[p] is None else gx[p] + du[:, sl]
     return gx, deltas

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Cache", "forward", "gather_sources", "source_offsets"]
+__all__ = ["Cache", "forward", "gather_sources", "source_offsets", "carried_sources"]
 
 
 @dataclass
@@ -45,6 +45,19 @@ def source_offsets(model, k):
         out.append((p, slice(start, start + model.sizes[p])))
         start += model.sizes[p]
     return out
+
+
+def carried_sources(model, k):
+    """``(span, [(p, slice)])``: the sources of layer ``k`` the backward passes carry (all
+    but the input layer 0, which nothing differentiates), and the columns ``span`` of
+    ``u^k`` that hold them; each ``slice`` is source ``p``'s columns within ``u^k[:, span]``.
+    ``span`` is ``None`` when every source is the input."""
+    carried = [(p, sl) for p, sl in source_offsets(model, k) if p != 0]
+    if not carried:
+        return None, []
+    lo = min(sl.start for _, sl in carried)
+    hi = max(sl.stop for _, sl in carried)
+    return slice(lo, hi), [(p, slice(sl.start - lo, sl.stop - lo)) for p, sl in carried]
 
 
 def gather_sources(model, k, values):

@@ -14,63 +14,90 @@ from __future__ import annotations
 
 import numpy as np
 
-from .forward import source_offsets
+from .forward import carried_sources
 
 __all__ = ["curvature_vector_product"]
 
 
 def curvature_vector_product(model, cache, gx, deltas, loss_hvp, Vs, second_order=True):
-    """``loss_hvp(V)``: ``g'' V`` per example ``(n, c)``.  Returns the flat product ``(t,)``."""
+    """``loss_hvp(V)``: ``g'' V`` per example ``(n, c)``.  Returns the flat product ``(t,)``.
+
+    Tangents are carried only for the columns of ``u^k`` that move (its sources other
+    than the input, :func:`carried_sources`); the propagation's own second-order
+    contractions get the full ``Ru`` (zero in the input's columns).
+    """
     m = len(model.layers)
     n = cache.x[0].shape[0]
     Rx = [None]                      # None: a zero tangent (the data do not move)
-    Ra, Ru_all = [], []
+    Ra, Ru_all = [], []              # Ru: the tangent of u^k[:, span], or None
     for k, layer in enumerate(model.layers, start=1):
-        parts = [Rx[p] if Rx[p] is not None else np.zeros((n, model.sizes[p]))
-                 for p in layer.sources]
-        Ru = None if all(Rx[p] is None for p in layer.sources) else (
-            parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
+        span, carried = carried_sources(model, k)
         ra = cache.param_grad(model, k).jvp(Vs[k - 1])
-        if Ru is not None:
-            ra = ra + cache.input_jac(model, k).apply(Ru)
+        Ru = None
+        if carried:
+            Ru = _tangent_span(Rx, carried, span, n)
+            ra += cache.input_jac(model, k).apply(Ru, span)
         Ra.append(ra)
         Ru_all.append(Ru)
-        Rx.append(cache.h1[k - 1] * ra)
+        Rx.append(ra if layer.activation.linear else cache.h1[k - 1] * ra)
     Rgx = [None] * (m + 1)
     Rgx[m] = loss_hvp(Rx[m])
-    out = [None] * m
+    product = np.empty(model.n_params)
     for k in range(m, 0, -1):
-        prop = model.layers[k - 1].propagation
+        layer = model.layers[k - 1]
+        prop = layer.propagation
         W, u, Ru = cache.Ws[k - 1], cache.u[k - 1], Ru_all[k - 1]
+        span, carried = carried_sources(model, k)
         rg = Rgx[k] if Rgx[k] is not None else np.zeros((n, model.sizes[k]))
-        rdelta = cache.h1[k - 1] * rg
-        if second_order:
-            rdelta = rdelta + cache.h2[k - 1] * Ra[k - 1] * gx[k]
+        if layer.activation.linear:          # h' = 1, h'' = 0
+            rdelta = rg
+        else:
+            rdelta = cache.h1[k - 1] * rg
+            if second_order:
+                curv = cache.h2[k - 1] * Ra[k - 1]
+                curv *= gx[k]
+                rdelta += curv
         rgrad = cache.param_grad(model, k).gradient_sum(rdelta)
         delta = deltas[k]
+        Ru_full = None
         if second_order:
+            if Ru is not None:
+                Ru_full = _full_width(Ru, span, u.shape[1])
             for term in (prop.param_hess_vp(W, u, delta, Vs[k - 1]),
-                         _mixed_sum(prop, W, u, delta, Ru)):
+                         None if Ru_full is None else prop.mixed_apply_sum(W, u, delta, Ru_full)):
                 if term is not None:
-                    rgrad = rgrad + term
-        out[k - 1] = rgrad
-        targets = [(p, sl) for p, sl in source_offsets(model, k) if p != 0]
-        if not targets:
+                    rgrad += term
+        product[model.layer_slices[k - 1]] = rgrad.ravel()
+        if not carried:
             continue
-        rdu = cache.input_jac(model, k).transpose_apply(rdelta)
+        rdu = cache.input_jac(model, k).transpose_apply(rdelta, span)
         if second_order:
             terms = [prop.mixed_transpose_apply(W, u, delta, Vs[k - 1])]
-            if Ru is not None:
-                terms.append(prop.input_hess_vp(W, u, delta, Ru))
+            if Ru_full is not None:
+                terms.append(prop.input_hess_vp(W, u, delta, Ru_full))
             for term in terms:
                 if term is not None:
-                    rdu = rdu + term
-        for p, sl in targets:
+                    rdu += term[:, span]
+        for p, sl in carried:
             Rgx[p] = rdu[:, sl] if Rgx[p] is None else Rgx[p] + rdu[:, sl]
-    return np.concatenate([o.ravel() for o in out])
+    return product
 
 
-def _mixed_sum(prop, W, u, delta, Ru):
-    if Ru is None:
-        return None
-    return prop.mixed_apply_sum(W, u, delta, Ru)
+def _tangent_span(Rx, carried, span, n):
+    """The tangent of ``u[:, span]``: the carried sources' tangents side by side (zero in
+    any input columns between them)."""
+    if len(carried) == 1 and carried[0][1].stop - carried[0][1].start == span.stop - span.start:
+        return Rx[carried[0][0]]
+    Ru = np.zeros((n, span.stop - span.start))
+    for p, sl in carried:
+        Ru[:, sl] = Rx[p]
+    return Ru
+
+
+def _full_width(Ru, span, r):
+    """``Ru`` ``(n, |span|)`` as the ``(n, r)`` tangent of ``u``, zero outside ``span``."""
+    if span.stop - span.start == r:
+        return Ru
+    full = np.zeros((Ru.shape[0], r))
+    full[:, span] = Ru
+    return full

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..rowwise import column_sums
 from .features import FeatureLayer
 from .jacobians import SharedJacobian, SharedParamGrad
 
@@ -82,9 +83,9 @@ class Dense(FeatureLayer):
         return SharedJacobian(W[:, self.offset:])
 
     def mixed_apply_sum(self, W, u, delta, du):
-        out = delta.T @ du
-        if self.bias:
-            out = np.concatenate([np.zeros((out.shape[0], 1)), out], axis=1)
+        out = np.empty((self.units, self.n_row_params))
+        out[:, : self.offset] = 0.0
+        np.matmul(delta.T, du, out=out[:, self.offset:])
         return out
 
     def mixed_transpose_apply(self, W, u, delta, V):
@@ -130,11 +131,17 @@ class DenseParamGrad(SharedParamGrad):
         return self._phi
 
     def gradient_sum(self, delta):
+        """``[sum_n delta_n, delta' u]`` written into one ``(s, d)`` array (no ``[1, u]``)."""
         if not self.bias:
             return delta.T @ self.u
-        return np.concatenate([delta.sum(axis=0)[:, None], delta.T @ self.u], axis=1)
+        out = np.empty((self.s, self.u.shape[1] + 1))
+        out[:, 0] = column_sums(delta)
+        np.matmul(delta.T, self.u, out=out[:, 1:])
+        return out
 
     def jvp(self, V):
         if not self.bias:
             return self.u @ V.T
-        return self.u @ V[:, 1:].T + V[:, 0]
+        out = self.u @ V[:, 1:].T
+        out += V[:, 0]
+        return out

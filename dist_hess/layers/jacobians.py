@@ -6,7 +6,8 @@ concatenated), ``q`` a free direction index, ``T`` a flattened block index.
 
 * Input Jacobians ``J[n, j, r] = dP_j/du_r``: :class:`SharedJacobian` when the
   same ``(s, r)`` matrix serves every example (dense layers: the weights),
-  :class:`ExampleJacobian` otherwise.
+  :class:`ExampleJacobian` otherwise.  ``apply`` and ``transpose_apply`` take the
+  ``columns`` of ``u`` they act on (the backward passes carry no input columns).
 * Parameter gradients ``G[n, j, c] = dP_j/dW_jc``: :class:`SharedParamGrad` when
   every unit sees the same features ``phi[n, c]`` (dense: ``z = [1, u]``;
   quadratic: monomials), :class:`UnitParamGrad` otherwise (rbf).
@@ -33,14 +34,17 @@ class SharedJacobian:
     def __init__(self, M):
         self.M = M
 
-    def apply(self, du):                  # (n, r) -> (n, s)
-        return du @ self.M.T
+    def apply(self, du, columns=slice(None)):   # (n, r[columns]) -> (n, s)
+        return du @ self.M[:, columns].T
 
     def apply_many(self, D):              # (n, r, q) -> (n, s, q)
         return np.matmul(self.M, D)
 
-    def transpose_apply(self, delta):     # (n, s) -> (n, r)
-        return delta @ self.M
+    def transpose_apply(self, delta, columns=slice(None)):   # (n, s) -> (n, r[columns])
+        M = self.M[:, columns]
+        if M.shape[0] == 1:               # one unit: an outer product, no GEMM
+            return delta * M
+        return delta @ M
 
     def sandwich(self, Q):                # (n, s, s) -> (n, r, r): J' Q J
         n, s, _ = Q.shape
@@ -63,14 +67,14 @@ class ExampleJacobian:
     def __init__(self, A):
         self.A = A
 
-    def apply(self, du):
-        return np.einsum("njr,nr->nj", self.A, du)
+    def apply(self, du, columns=slice(None)):
+        return np.einsum("njr,nr->nj", self.A[:, :, columns], du)
 
     def apply_many(self, D):
         return np.matmul(self.A, D)
 
-    def transpose_apply(self, delta):
-        return np.einsum("njr,nj->nr", self.A, delta)
+    def transpose_apply(self, delta, columns=slice(None)):
+        return np.einsum("njr,nj->nr", self.A[:, :, columns], delta)
 
     def sandwich(self, Q):
         return np.matmul(np.matmul(self.A.transpose(0, 2, 1), Q), self.A)
