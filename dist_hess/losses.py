@@ -74,6 +74,11 @@ class Loss:
 
 
 def _check_finite(A, name):
+    """Raise ValueError naming the first NaN or inf of the float array ``A``.  ``sum A^2``
+    (one BLAS pass, no temporary) is finite unless some entry is not, or it overflows;
+    only then are the entries looked at one by one."""
+    if A.size == 0 or np.isfinite(np.vdot(A, A)):
+        return
     if not np.isfinite(A).all():
         bad = np.argwhere(~np.isfinite(A))[0]
         raise ValueError(f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)}: "

@@ -6,45 +6,76 @@ Per layer ``k``: ``u^k`` (sources concatenated), ``a^k``, ``x^k = h(a^k)``,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import weakref
 
 import numpy as np
 
 __all__ = ["Cache", "forward", "gather_sources", "source_offsets", "carried_sources"]
 
 
-@dataclass
 class Cache:
-    Ws: list                      # W^k, index k-1
-    x: list                       # x^0 .. x^m
-    u: list = field(default_factory=list)     # u^k, index k-1
-    a: list = field(default_factory=list)
-    h1: list = field(default_factory=list)
-    h2: list = field(default_factory=list)
-    _jac: dict = field(default_factory=dict)
-    _grad: dict = field(default_factory=dict)
+    """The forward cache of one batch of rows: lists indexed ``k - 1`` (``x`` by ``k``)."""
+
+    __slots__ = ("Ws", "x", "u", "a", "h1", "h2", "_jac", "_grad")
+
+    def __init__(self, Ws, x):
+        self.Ws = Ws            # W^k
+        self.x = x              # x^0 .. x^m
+        self.u, self.a, self.h1, self.h2 = [], [], [], []
+        self._jac = [None] * len(Ws)
+        self._grad = [None] * len(Ws)
 
     def input_jac(self, model, k):
         """Operator for ``dP^k/du`` (computed once per cache)."""
-        if k not in self._jac:
-            layer = model.layers[k - 1]
-            self._jac[k] = layer.propagation.input_jac_op(self.Ws[k - 1], self.u[k - 1])
-        return self._jac[k]
+        J = self._jac[k - 1]
+        if J is None:
+            prop = model.layers[k - 1].propagation
+            J = self._jac[k - 1] = prop.input_jac_op(self.Ws[k - 1], self.u[k - 1])
+        return J
 
     def param_grad(self, model, k):
-        if k not in self._grad:
-            layer = model.layers[k - 1]
-            self._grad[k] = layer.propagation.param_grad_op(self.Ws[k - 1], self.u[k - 1])
-        return self._grad[k]
+        """Operator for ``dP^k/dW`` (computed once per cache)."""
+        G = self._grad[k - 1]
+        if G is None:
+            prop = model.layers[k - 1].propagation
+            G = self._grad[k - 1] = prop.param_grad_op(self.Ws[k - 1], self.u[k - 1])
+        return G
+
+
+#: model -> per layer: (source_offsets, carried_sources), computed once per model.
+_LAYOUTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _layout(model):
+    try:
+        layout = _LAYOUTS.get(model)
+    except TypeError:               # a model-like object that cannot be a weak key
+        layout = None
+    if layout is None:
+        layout = []
+        for layer in model.layers:
+            offsets, start = [], 0
+            for p in layer.sources:
+                offsets.append((p, slice(start, start + model.sizes[p])))
+                start += model.sizes[p]
+            carried = [(p, sl) for p, sl in offsets if p != 0]
+            if carried:
+                lo = min(sl.start for _, sl in carried)
+                hi = max(sl.stop for _, sl in carried)
+                span = (slice(lo, hi), [(p, slice(sl.start - lo, sl.stop - lo)) for p, sl in carried])
+            else:
+                span = (None, [])
+            layout.append((offsets, span))
+        try:
+            _LAYOUTS[model] = layout
+        except TypeError:
+            pass
+    return layout
 
 
 def source_offsets(model, k):
     """``[(source p, slice of u^k)]`` for layer ``k``."""
-    out, start = [], 0
-    for p in model.layers[k - 1].sources:
-        out.append((p, slice(start, start + model.sizes[p])))
-        start += model.sizes[p]
-    return out
+    return _layout(model)[k - 1][0]
 
 
 def carried_sources(model, k):
@@ -52,12 +83,7 @@ def carried_sources(model, k):
     but the input layer 0, which nothing differentiates), and the columns ``span`` of
     ``u^k`` that hold them; each ``slice`` is source ``p``'s columns within ``u^k[:, span]``.
     ``span`` is ``None`` when every source is the input."""
-    carried = [(p, sl) for p, sl in source_offsets(model, k) if p != 0]
-    if not carried:
-        return None, []
-    lo = min(sl.start for _, sl in carried)
-    hi = max(sl.stop for _, sl in carried)
-    return slice(lo, hi), [(p, slice(sl.start - lo, sl.stop - lo)) for p, sl in carried]
+    return _layout(model)[k - 1][1]
 
 
 def gather_sources(model, k, values):

@@ -49,7 +49,9 @@ class _Accumulator:
     def __init__(self, model, req, n):
         self.model, self.req, self.n = model, req, n
         self.value = 0.0
-        self.gradient = [np.zeros(shape) for shape in model.layer_shapes] if req.gradient else None
+        self.gradient = np.zeros(model.n_params) if req.gradient else None
+        #: views of ``gradient``, one ``(s_k, d_k)`` matrix per layer
+        self.layer_gradients = model.unpack(self.gradient) if req.gradient else None
         self.multipliers = [[] for _ in model.layers] if req.multipliers else None
         self.row = {}       # kind -> list over layers of row accumulators
         self.layer = {}     # kind -> list over layers of (t_k, t_k) upper accumulators
@@ -63,7 +65,7 @@ class _Accumulator:
         if req.value:
             out["value"] = self.value
         if req.gradient:
-            out["gradient"] = np.concatenate([g.ravel() for g in self.gradient])
+            out["gradient"] = self.gradient
         if req.multipliers:
             out["multipliers"] = [np.concatenate(parts, axis=0) if parts else np.zeros((0, s))
                                   for parts, s in zip(self.multipliers, model.sizes[1:])]
@@ -130,7 +132,7 @@ def _batch(model, Ws, X, Y, req, acc):
     gx, deltas = first_order(model, cache, gout)
     if req.gradient:
         for k in range(1, m + 1):
-            acc.gradient[k - 1] += cache.param_grad(model, k).gradient_sum(deltas[k])
+            acc.layer_gradients[k - 1] += cache.param_grad(model, k).gradient_sum(deltas[k])
     if req.multipliers:
         for k in range(1, m + 1):
             acc.multipliers[k - 1].append(-gx[k])
