@@ -3,14 +3,28 @@
     python -m benchmarks.run                 # everything (about 15 minutes on 2 cores)
     python -m benchmarks.run --quick         # smaller n for P3/P4 (ratios, a few minutes)
     python -m benchmarks.run --only P2:full  # one cell
+    python -m benchmarks.run --only P1:hvp@1 # the per-call overhead cell (n = 1 row)
 
 Each measurement runs in a fresh subprocess pinned to one BLAS/XLA thread;
-it reports the best of several repeats and the subprocess's peak RSS.
-Peers: JAX (jit, float64, one thread) and this machine's numpy GEMM rate.
+it reports the best of several repeats and the subprocess's peak RSS.  The
+gradient and HVP cells (milliseconds) repeat for at least ``FAST_SECONDS`` of
+CPU time per subprocess and run ours and the peer's subprocesses alternately,
+``FAST_ROUNDS`` times each, keeping each side's best: on a shared machine a
+single pair of runs is noise.  Peers: JAX (jit, float64, one thread) and this
+machine's numpy GEMM rate.
+
+BLAS kernels: OpenBLAS picks its kernels from the CPU it recognises; one it
+does not know (AMD Zen 5 with OpenBLAS 0.3.31) gets the Haswell (AVX2)
+kernels, about half the rate of the AVX-512 ones XLA uses on the same CPU.
+``--openblas-coretype auto`` (the default) sets ``OPENBLAS_CORETYPE=SkylakeX``
+for the measuring subprocesses when OpenBLAS runs Haswell kernels on a CPU
+with AVX-512 (F, CD, BW, DQ, VL); ``default`` leaves OpenBLAS's choice.  The
+setting is printed in the header.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -22,21 +36,52 @@ import time
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 
-# (problem, quantity) cells; quantity in ours/jax: value_grad, hvp, row, layer, full; gemm
-CELLS = [("P1", "value_grad"), ("P1", "full"),
+# (problem, quantity[@n]) cells; quantity in ours/jax: value_grad, hvp, row, layer, full; gemm.
+# "@1": the same call on one row (the per-call overhead).
+CELLS = [("P1", "value_grad@1"), ("P1", "hvp@1"),
+         ("P1", "value_grad"), ("P1", "hvp"), ("P1", "full"),
          ("P2", "value_grad"), ("P2", "hvp"), ("P2", "row"), ("P2", "layer"), ("P2", "full"),
-         ("P3", "value_grad"), ("P3", "row"), ("P3", "full"),
+         ("P3", "value_grad"), ("P3", "hvp"), ("P3", "row"), ("P3", "full"),
          ("P4", "value_grad"), ("P4", "row")]
+FAST = ("value_grad", "hvp")
+#: seconds of calls per fast-cell subprocess, and alternating subprocess rounds per side
+FAST_SECONDS = 1.0
+FAST_ROUNDS = 3
 
 
-def _best(fn, repeats):
+def _best(fn, repeats, min_seconds=0.0):
+    """Best wall time of ``fn()`` over ``repeats`` calls, more while under ``min_seconds`` of CPU."""
     fn()  # warm-up (and JIT compilation for JAX)
     times = []
-    for _ in range(repeats):
+    start = time.process_time()
+    while len(times) < repeats or time.process_time() - start < min_seconds:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def openblas_coretype(choice="auto"):
+    """The ``OPENBLAS_CORETYPE`` for the measuring subprocesses (``None``: OpenBLAS's own pick).
+
+    ``auto``: ``SkylakeX`` when numpy's OpenBLAS runs its Haswell (AVX2) kernels on a CPU
+    with the AVX-512 subsets those kernels need; ``default``: ``None``; anything else is
+    passed on as the core name."""
+    if choice == "default":
+        return None
+    if choice != "auto":
+        return choice
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:      # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    cores = {info.get("architecture") for info in threadpool_info()
+             if info.get("internal_api") == "openblas"}
+    return "SkylakeX" if cores == {"Haswell"} and features.get("AVX512_SKX") else None
 
 
 def measure(lib, problem_name, quantity, n=None):
@@ -44,7 +89,8 @@ def measure(lib, problem_name, quantity, n=None):
     import numpy as np
     from benchmarks.problems import problem
     spec, X, Y = problem(problem_name, n=n)
-    repeats = 5 if quantity in ("value_grad", "hvp") else 2
+    min_seconds = FAST_SECONDS if quantity in FAST else 0.0
+    repeats = 5 if quantity in FAST else 2
     if quantity in ("full", "layer") and problem_name == "P3":
         repeats = 1
     if lib == "gemm":
@@ -61,7 +107,7 @@ def measure(lib, problem_name, quantity, n=None):
                "row": lambda: model.curvature(w, X, Y, "hessian", "row"),
                "layer": lambda: model.curvature(w, X, Y, "hessian", "layer"),
                "full": lambda: model.curvature(w, X, Y, "hessian", "full")}
-        secs = _best(fns[quantity], repeats)
+        secs = _best(fns[quantity], repeats, min_seconds)
         out = {"seconds": secs}
         if quantity == "row":
             flops = 2 * X.shape[0] * sum(s * d * d for s, d in model.layer_shapes)
@@ -108,17 +154,20 @@ def measure(lib, problem_name, quantity, n=None):
                             H = H + h(w[lo:hi], w, Xj[s:s + chunk], Yj[s:s + chunk])
                         out.append(jax.block_until_ready(H))
                     return out
-        return {"seconds": _best(fn, repeats)}
+        return {"seconds": _best(fn, repeats, min_seconds)}
     raise ValueError(lib)
 
 
-def run_one_subprocess(lib, problem_name, quantity, n=None, timeout=1800, default_allocator=False):
+def run_one_subprocess(lib, problem_name, quantity, n=None, timeout=1800, default_allocator=False,
+                       coretype=None):
     cmd = [sys.executable, "-m", "benchmarks.run", "--one", lib, problem_name, quantity]
     if default_allocator:
         cmd.append("--default-allocator")
     if n:
         cmd += ["--n", str(n)]
     env = dict(os.environ, **ONE_THREAD)
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if proc.returncode != 0:
@@ -134,6 +183,8 @@ def main(argv=None):
                    help="leave glibc's allocator as it is (default: dist_hess.runtime.tune_allocator)")
     p.add_argument("--quick", action="store_true", help="P3 with n=4000 and P4 with n=6000")
     p.add_argument("--only", default=None, help="comma-separated PROBLEM:QUANTITY cells")
+    p.add_argument("--openblas-coretype", default="auto",
+                   help="auto (default; see above), default (OpenBLAS's own choice) or a core name")
     p.add_argument("--skip-jax-p3-full", action="store_true",
                    help="skip JAX's P3 full Hessian (about 2 minutes at n=20,000)")
     args = p.parse_args(argv)
@@ -150,29 +201,45 @@ def main(argv=None):
         wanted = [tuple(c.split(":")) for c in args.only.split(",")]
         cells = [c for c in CELLS if c in wanted]
     sizes = {"P3": 4000, "P4": 6000} if args.quick else {"P4": 10000}
-    gemm = run_one_subprocess("gemm", "P1", "gemm")
+    coretype = openblas_coretype(args.openblas_coretype)
+    run = functools.partial(run_one_subprocess, default_allocator=args.default_allocator,
+                            coretype=coretype)
+    gemm = run("gemm", "P1", "gemm")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"load average {os.getloadavg()[0]:.1f}; OpenBLAS kernels: "
+          f"{'OPENBLAS_CORETYPE=' + coretype if coretype else 'its own choice'}; "
           f"numpy GEMM (1 thread) {gemm['gflops']:.1f} GFLOP/s\n")
     print("| problem | quantity | n | dist_hess s | peer | peer s | speedup | dist_hess GFLOP/s (% GEMM) | peak MB ours / peer |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for prob, qty in cells:
-        n = sizes.get(prob)
-        ours = run_one_subprocess("ours", prob, qty, n, default_allocator=args.default_allocator)
+    for prob, cell in cells:
+        qty, _, rows = cell.partition("@")
+        n = int(rows) if rows else sizes.get(prob)
         peer_qty = "layer" if qty == "row" else qty
-        if (prob == "P3" and qty == "full" and args.skip_jax_p3_full) or (prob, qty) == ("P4", "row"):
-            peer = None   # P4: JAX's per-layer Hessian of layer 1 alone is 100,480^2 floats (81 GB)
-        else:
-            peer = run_one_subprocess("jax", prob, peer_qty, n, default_allocator=args.default_allocator)
+        skip_peer = (prob == "P3" and qty == "full" and args.skip_jax_p3_full) or (prob, qty) == ("P4", "row")
+        # P4: JAX's per-layer Hessian of layer 1 alone is 100,480^2 floats (81 GB)
+        ours, peer = None, None
+        for _ in range(FAST_ROUNDS if qty in FAST else 1):      # alternate ours and the peer
+            ours = _better(ours, run("ours", prob, qty, n))
+            if not skip_peer:
+                peer = _better(peer, run("jax", prob, peer_qty, n))
         rate = ""
         if "gflops" in ours:
             rate = f"{ours['gflops']:.1f} ({100 * ours['gflops'] / gemm['gflops']:.0f}%)"
         peer_name = "JAX per-layer Hessians" if qty == "row" else f"JAX {qty}"
         if peer is None:
-            print(f"| {prob} | {qty} | {n or 'all'} | {ours['seconds']:.4f} | {peer_name} | skipped | | {rate} | {ours['peak_rss_mb']:.0f} / |")
+            print(f"| {prob} | {qty} | {n or 'all'} | {_secs(ours['seconds'])} | {peer_name} | skipped | | {rate} | {ours['peak_rss_mb']:.0f} / |")
             continue
-        print(f"| {prob} | {qty} | {n or 'all'} | {ours['seconds']:.4f} | {peer_name} | {peer['seconds']:.4f} | "
-              f"{peer['seconds'] / ours['seconds']:.1f}x | {rate} | {ours['peak_rss_mb']:.0f} / {peer['peak_rss_mb']:.0f} |",
+        print(f"| {prob} | {qty} | {n or 'all'} | {_secs(ours['seconds'])} | {peer_name} | {_secs(peer['seconds'])} | "
+              f"{peer['seconds'] / ours['seconds']:.2g}x | {rate} | {ours['peak_rss_mb']:.0f} / {peer['peak_rss_mb']:.0f} |",
               flush=True)
+
+
+def _better(best, result):
+    return result if best is None or result["seconds"] < best["seconds"] else best
+
+
+def _secs(seconds):
+    return f"{seconds:.3g}"
 
 
 if __name__ == "__main__":
