@@ -225,12 +225,12 @@ def main(argv=None):
         rate = ""
         if "gflops" in ours:
             rate = f"{ours['gflops']:.1f} ({100 * ours['gflops'] / gemm['gflops']:.0f}%)"
-        peer_name = "JAX per-layer Hessians" if qty == "row" else f"JAX {qty}"
+        peer_name = "JAX per-layer Hessians" if qty in ("row", "layer") else f"JAX {qty}"
         if peer is None:
             print(f"| {prob} | {qty} | {n or 'all'} | {_secs(ours['seconds'])} | {peer_name} | skipped | | {rate} | {ours['peak_rss_mb']:.0f} / |")
             continue
         print(f"| {prob} | {qty} | {n or 'all'} | {_secs(ours['seconds'])} | {peer_name} | {_secs(peer['seconds'])} | "
-              f"{peer['seconds'] / ours['seconds']:.2g}x | {rate} | {ours['peak_rss_mb']:.0f} / {peer['peak_rss_mb']:.0f} |",
+              f"{_ratio(peer['seconds'] / ours['seconds'])} | {rate} | {ours['peak_rss_mb']:.0f} / {peer['peak_rss_mb']:.0f} |",
               flush=True)
 
 
@@ -240,6 +240,10 @@ def _better(best, result):
 
 def _secs(seconds):
     return f"{seconds:.3g}"
+
+
+def _ratio(speedup):
+    return f"{speedup:.2f}x" if speedup < 10 else f"{speedup:.0f}x"
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ Adding one: subclass :class:`Loss`, implement ``value``, ``grad``, ``hess``
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .activations import _logistic, _softplus, get_activation
@@ -77,7 +79,7 @@ def _check_finite(A, name):
     """Raise ValueError naming the first NaN or inf of the float array ``A``.  ``sum A^2``
     (one BLAS pass, no temporary) is finite unless some entry is not, or it overflows;
     only then are the entries looked at one by one."""
-    if A.size == 0 or np.isfinite(np.vdot(A, A)):
+    if A.size == 0 or math.isfinite(np.vdot(A, A).real):
         return
     if not np.isfinite(A).all():
         bad = np.argwhere(~np.isfinite(A))[0]

@@ -50,10 +50,11 @@ class Request:
 
     @property
     def order(self):
-        """Highest derivative order of the forward cache: 0, 1 or 2."""
-        if self.curvature or self.hvp:
+        """Highest derivative order of the forward cache: 0, 1 or 2 (a Gauss-Newton
+        product needs no ``h''``)."""
+        if self.curvature or any(kind != "gauss_newton" for kind, _ in self.hvp):
             return 2
-        if self.gradient or self.multipliers:
+        if self.hvp or self.gradient or self.multipliers:
             return 1
         return 0
 
