@@ -67,6 +67,11 @@ class Loss:
         """``g'' V`` per example: ``(n, c)`` (default: from :meth:`hess`)."""
         return np.einsum("nab,nb->na", self.hess(out, Y), V)
 
+    def hvp_operator(self, out, Y):
+        """``V -> g'' V`` at fixed ``out``: a loss whose ``g''`` needs work of its own
+        (softmax probabilities) does it once here for every product (default: :meth:`hvp`)."""
+        return lambda V: self.hvp(out, Y, V)
+
     def taylor(self, out_series, Y) -> np.ndarray:
         """Taylor coefficients of ``g(x(t))`` given those of ``x(t)``: ``(n, c, p+1) -> (n, p+1)``."""
         raise NotImplementedError(f"loss {self.name!r} has no Taylor propagation")
@@ -201,8 +206,12 @@ class SoftmaxCrossEntropy(Loss):
         return H
 
     def hvp(self, out, Y, V):
+        return self.hvp_operator(out, Y)(V)
+
+    def hvp_operator(self, out, Y):
+        """``V -> p * (V - (p . V))`` with ``p = softmax(out)`` computed once."""
         p = self._probabilities(out)
-        return p * (V - row_sums(p * V)[:, None])
+        return lambda V: p * (V - row_sums(p * V)[:, None])
 
     def taylor(self, out_series, Y):
         x = out_series.copy()
@@ -251,8 +260,13 @@ class BinaryCrossEntropy(Loss):
         return H
 
     def hvp(self, out, Y, V):
+        return self.hvp_operator(out, Y)(V)
+
+    def hvp_operator(self, out, Y):
+        """``V -> sigma (1 - sigma) V`` with the weights computed once."""
         p = _logistic(out)
-        return p * (1.0 - p) * V
+        q = p * (1.0 - p)
+        return lambda V: q * V
 
     def taylor(self, out_series, Y):
         sp = series_compose(get_activation("softplus"), out_series)

@@ -38,10 +38,11 @@ PRODUCT_KINDS = ("hessian", "gauss_newton")
 
 
 class _Chunk:
-    __slots__ = ("cache", "Y", "out", "gx", "deltas")
+    __slots__ = ("cache", "Y", "out", "gx", "deltas", "loss_hvp")
 
-    def __init__(self, cache, Y, out, gx, deltas):
+    def __init__(self, cache, Y, out, gx, deltas, loss_hvp):
         self.cache, self.Y, self.out, self.gx, self.deltas = cache, Y, out, gx, deltas
+        self.loss_hvp = loss_hvp    # V -> g'' V at out
 
 
 class ShardCurvature:
@@ -75,7 +76,8 @@ class ShardCurvature:
             gx, deltas = first_order(model, cache, gout)
             for k in range(1, m + 1):
                 gradient[k - 1] += cache.param_grad(model, k).gradient_sum(deltas[k])
-            self._chunks.append(_Chunk(cache, Yc, out, gx, deltas))
+            self._chunks.append(_Chunk(cache, Yc, out, gx, deltas,
+                                       model.loss.hvp_operator(out, Yc)))
         self.gradient = np.concatenate([g.ravel() for g in gradient])
 
     def product(self, v: np.ndarray, kind: str = "gauss_newton") -> np.ndarray:
@@ -88,10 +90,8 @@ class ShardCurvature:
         Vs = model.unpack(v)
         total = np.zeros(model.n_params)
         for c in self._chunks:
-            total += curvature_vector_product(
-                model, c.cache, c.gx, c.deltas,
-                lambda V, c=c: model.loss.hvp(c.out, c.Y, V), Vs,
-                second_order=kind == "hessian")
+            total += curvature_vector_product(model, c.cache, c.gx, c.deltas, c.loss_hvp, Vs,
+                                              second_order=kind == "hessian")
         return total
 
     def diagonal(self, kind: str = "gauss_newton") -> np.ndarray:

@@ -138,9 +138,9 @@ def _batch(model, Ws, X, Y, req, acc):
             acc.multipliers[k - 1].append(-gx[k])
     if not (req.curvature or req.hvp):
         return
+    loss_hvp = model.loss.hvp_operator(out, Y) if req.hvp else None
     for i, (kind, v) in enumerate(req.hvp):
-        acc.hvp[i] += curvature_vector_product(model, cache, gx, deltas,
-                                               lambda V: model.loss.hvp(out, Y, V), model.unpack(v),
+        acc.hvp[i] += curvature_vector_product(model, cache, gx, deltas, loss_hvp, model.unpack(v),
                                                second_order=(kind == "hessian"))
     if not req.curvature:
         return
