@@ -12,6 +12,7 @@ layer's ``chunk_size``; this module only splits one shard.)
 from __future__ import annotations
 
 from .backward import diag_only_layers
+from .per_model import per_model
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "bytes_per_example", "batch_rows"]
 
@@ -20,18 +21,26 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20
 
 
 def bytes_per_example(model, req) -> int:
-    """Estimated bytes of engine temporaries per example for request ``req``."""
+    """Estimated bytes of engine temporaries per example for request ``req`` (computed
+    once per model and shape of request)."""
+    structures = frozenset(st for _, st in req.curvature)
+    order = None if req.directional is None else req.directional[1]
+    key = ("bytes_per_example", structures, bool(req.curvature), bool(req.hvp), order)
+    return per_model(model, key, lambda: _bytes_per_example(model, structures, bool(req.curvature),
+                                                            bool(req.hvp), order))
+
+
+def _bytes_per_example(model, structures, curvature, hvp, order) -> int:
     sizes = model.sizes
     S = sum(sizes[1:])
     r = [layer.propagation.n_inputs for layer in model.layers]
     s = [layer.units for layer in model.layers]
     d = [layer.propagation.n_row_params for layer in model.layers]
     words = sum(r) + 6 * S + 4 * sizes[-1] ** 2
-    structures = {st for _, st in req.curvature}
     # propagations not linear in their weights hold (n, s, d[, d]) tensors per example
     unit_layers = [k for k, layer in enumerate(model.layers)
                    if not layer.propagation.linear_in_weights]
-    if req.curvature:
+    if curvature:
         # frontier blocks (the input layer is never carried; diagonal-only layers carry a diagonal)
         diag = set(diag_only_layers(model)) if structures == {"row"} else set()
         for k, layer in enumerate(model.layers, start=1):
@@ -42,7 +51,7 @@ def bytes_per_example(model, req) -> int:
                 words += 3 * ri * ri
             elif carried:
                 words += 3 * ri
-    if req.curvature or req.hvp:
+    if curvature or hvp:
         words += sum(2 * si * di + si * di * di + si * di * ri + si * ri * ri
                      for k, (si, di, ri) in enumerate(zip(s, d, r)) if k in unit_layers)
     if "row" in structures:
@@ -52,8 +61,8 @@ def bytes_per_example(model, req) -> int:
     if "full" in structures:
         words += 4 * S * S + 3 * max(d) * max(s)
         words += max([s[k] * d[k] * max(s) for k in unit_layers], default=0)
-    if req.directional is not None:
-        p = req.directional[1] + 1
+    if order is not None:
+        p = order + 1
         words += 4 * p * (sum(r) + 3 * S + sum(si * ri for si, ri in zip(s, r)) // max(len(s), 1))
     return 8 * max(words, 1)
 

@@ -6,9 +6,9 @@ Per layer ``k``: ``u^k`` (sources concatenated), ``a^k``, ``x^k = h(a^k)``,
 """
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
+
+from .per_model import per_model
 
 __all__ = ["Cache", "forward", "gather_sources", "source_offsets", "carried_sources"]
 
@@ -42,35 +42,24 @@ class Cache:
         return G
 
 
-#: model -> per layer: (source_offsets, carried_sources), computed once per model.
-_LAYOUTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _layout(model):
-    try:
-        layout = _LAYOUTS.get(model)
-    except TypeError:               # a model-like object that cannot be a weak key
-        layout = None
-    if layout is None:
-        layout = []
-        for layer in model.layers:
-            offsets, start = [], 0
-            for p in layer.sources:
-                offsets.append((p, slice(start, start + model.sizes[p])))
-                start += model.sizes[p]
-            carried = [(p, sl) for p, sl in offsets if p != 0]
-            if carried:
-                lo = min(sl.start for _, sl in carried)
-                hi = max(sl.stop for _, sl in carried)
-                span = (slice(lo, hi), [(p, slice(sl.start - lo, sl.stop - lo)) for p, sl in carried])
-            else:
-                span = (None, [])
-            layout.append((offsets, span))
-        try:
-            _LAYOUTS[model] = layout
-        except TypeError:
-            pass
-    return layout
+    """Per layer ``(source_offsets, carried_sources)``, computed once per model."""
+    return per_model(model, "layout", lambda: [_layer_layout(model, layer) for layer in model.layers])
+
+
+def _layer_layout(model, layer):
+    offsets, start = [], 0
+    for p in layer.sources:
+        offsets.append((p, slice(start, start + model.sizes[p])))
+        start += model.sizes[p]
+    carried = [(p, sl) for p, sl in offsets if p != 0]
+    if carried:
+        lo = min(sl.start for _, sl in carried)
+        hi = max(sl.stop for _, sl in carried)
+        span = (slice(lo, hi), [(p, slice(sl.start - lo, sl.stop - lo)) for p, sl in carried])
+    else:
+        span = (None, [])
+    return offsets, span
 
 
 def source_offsets(model, k):
