@@ -23,8 +23,9 @@ def curvature_vector_product(model, cache, gx, deltas, loss_hvp, Vs, second_orde
     """``loss_hvp(V)``: ``g'' V`` per example ``(n, c)``.  Returns the flat product ``(t,)``.
 
     Tangents are carried only for the columns of ``u^k`` that move (its sources other
-    than the input, :func:`carried_sources`); the propagation's own second-order
-    contractions get the full ``Ru`` (zero in the input's columns).
+    than the input, :func:`carried_sources`), and so are the propagation's own
+    second-order contractions (its ``*_columns`` methods: a dense layer multiplies
+    no zeros; the generic ones pad ``Ru`` with the input's zero columns).
     """
     m = len(model.layers)
     n = cache.x[0].shape[0]
@@ -59,12 +60,9 @@ def curvature_vector_product(model, cache, gx, deltas, loss_hvp, Vs, second_orde
                 rdelta += curv
         rgrad = cache.param_grad(model, k).gradient_sum(rdelta)
         delta = deltas[k]
-        Ru_full = None
         if second_order:
-            if Ru is not None:
-                Ru_full = _full_width(Ru, span, u.shape[1])
             for term in (prop.param_hess_vp(W, u, delta, Vs[k - 1]),
-                         None if Ru_full is None else prop.mixed_apply_sum(W, u, delta, Ru_full)):
+                         None if Ru is None else prop.mixed_apply_sum_columns(W, u, delta, Ru, span)):
                 if term is not None:
                     rgrad += term
         product[model.layer_slices[k - 1]] = rgrad.ravel()
@@ -72,12 +70,10 @@ def curvature_vector_product(model, cache, gx, deltas, loss_hvp, Vs, second_orde
             continue
         rdu = cache.input_jac(model, k).transpose_apply(rdelta, span)
         if second_order:
-            terms = [prop.mixed_transpose_apply(W, u, delta, Vs[k - 1])]
-            if Ru_full is not None:
-                terms.append(prop.input_hess_vp(W, u, delta, Ru_full))
-            for term in terms:
+            for term in (prop.mixed_transpose_apply_columns(W, u, delta, Vs[k - 1], span),
+                         prop.input_hess_vp_columns(W, u, delta, Ru, span)):
                 if term is not None:
-                    rdu += term[:, span]
+                    rdu += term
         for p, sl in carried:
             Rgx[p] = rdu[:, sl] if Rgx[p] is None else Rgx[p] + rdu[:, sl]
     return product
@@ -93,11 +89,3 @@ def _tangent_span(Rx, carried, span, n):
         Ru[:, sl] = Rx[p]
     return Ru
 
-
-def _full_width(Ru, span, r):
-    """``Ru`` ``(n, |span|)`` as the ``(n, r)`` tangent of ``u``, zero outside ``span``."""
-    if span.stop - span.start == r:
-        return Ru
-    full = np.zeros((Ru.shape[0], r))
-    full[:, span] = Ru
-    return full

@@ -163,6 +163,23 @@ class Propagation:
         H = self.mixed_hess(W, u)
         return None if H is None else np.einsum("nj,njcr,jc->nr", delta, H, V)
 
+    # -- the same on the columns of ``u`` that move (curvature-vector products) --
+    def mixed_apply_sum_columns(self, W, u, delta, du, columns):
+        """:meth:`mixed_apply_sum` for a tangent ``du`` ``(n, r[columns])`` of the columns
+        ``columns`` of ``u`` (zero in the others): ``(s, d)``, or ``None``."""
+        return self.mixed_apply_sum(W, u, delta, full_width(du, columns, u.shape[1]))
+
+    def mixed_transpose_apply_columns(self, W, u, delta, V, columns):
+        """Columns ``columns`` of :meth:`mixed_transpose_apply`: ``(n, r[columns])``, or ``None``."""
+        M = self.mixed_transpose_apply(W, u, delta, V)
+        return None if M is None else M[:, columns]
+
+    def input_hess_vp_columns(self, W, u, delta, du, columns):
+        """Columns ``columns`` of :meth:`input_hess_vp` for a tangent ``du`` of those
+        columns (zero in the others): ``(n, r[columns])``, or ``None``."""
+        M = self.input_hess_vp(W, u, delta, full_width(du, columns, u.shape[1]))
+        return None if M is None else M[:, columns]
+
     # -- Taylor mode (DESIGN §6) ---------------------------------------------
     def taylor(self, W, V, u_series):
         """Taylor coefficients of ``P(u(t); W + t V)``: ``u_series`` ``(n, r, p+1)`` -> ``(n, s, p+1)``."""
@@ -178,3 +195,12 @@ class Propagation:
 
     def __repr__(self):
         return f"<{self.type} layer: {self.units} units, {self.n_inputs} inputs>"
+
+
+def full_width(du, columns, r):
+    """``du`` ``(n, r[columns])`` as an ``(n, r)`` tangent of ``u``, zero outside ``columns``."""
+    if du.shape[1] == r:
+        return du
+    full = np.zeros((du.shape[0], r))
+    full[:, columns] = du
+    return full

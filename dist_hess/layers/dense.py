@@ -91,6 +91,18 @@ class Dense(FeatureLayer):
     def mixed_transpose_apply(self, W, u, delta, V):
         return delta @ V[:, self.offset:]
 
+    def mixed_apply_sum_columns(self, W, u, delta, du, columns):
+        """``delta' du`` into the weight columns of ``columns`` (no product with zeros)."""
+        out = np.zeros((self.units, self.n_row_params))
+        np.matmul(delta.T, du, out=out[:, self.offset:][:, columns])
+        return out
+
+    def mixed_transpose_apply_columns(self, W, u, delta, V, columns):
+        return delta @ V[:, self.offset:][:, columns]
+
+    def input_hess_vp_columns(self, W, u, delta, du, columns):
+        return None                        # linear in u
+
     def taylor_leading(self, W, V, u, P, a0=None):
         """``a_q = u_q W' + u_{q-1} V'`` (+ bias ``W_0`` at ``q = 0``, ``V_0`` at ``q = 1``):
         one matrix product per coefficient, in the leading-axis layout."""
