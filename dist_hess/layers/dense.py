@@ -98,7 +98,7 @@ class Dense(FeatureLayer):
         return out
 
     def mixed_transpose_apply_columns(self, W, u, delta, V, columns):
-        return delta @ V[:, self.offset:][:, columns]
+        return SharedJacobian(V[:, self.offset:]).transpose_apply(delta, columns)   # delta V
 
     def input_hess_vp_columns(self, W, u, delta, du, columns):
         return None                        # linear in u
