@@ -114,9 +114,10 @@ class Identity(Activation):
 
     def derivatives(self, a, order):
         out = [a]
-        if order >= 1:
-            out.append(np.ones_like(a))
-        out += [np.zeros_like(a)] * (order - 1)
+        if order >= 1:              # np.ones/zeros of the shape: a third of *_like's set-up
+            out.append(np.ones(a.shape, a.dtype))
+        if order >= 2:
+            out += [np.zeros(a.shape, a.dtype)] * (order - 1)
         return out
 
 
