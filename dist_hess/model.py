@@ -438,6 +438,8 @@ def refuse_complex(a, name: str) -> None:
 def check_real(a, name: str) -> np.ndarray:
     """``a`` as a float array; ``TypeError`` naming it when it is complex (the imaginary
     part would otherwise be dropped silently)."""
+    if type(a) is np.ndarray and a.dtype == np.float64:    # the usual case: nothing to convert
+        return a
     array = np.asarray(a)
     refuse_complex(array, name)
     return np.asarray(array, dtype=float)
