@@ -134,7 +134,10 @@ def test_newton_converges_quadratically_on_a_real_network():
     model, X, Y = case("iris_logistic")
     result = dh.fit(model, X, Y, method="newton", gtol=1e-12, ftol=0.0, max_iter=100)
     norms = accepted_gradient_norms(model, X, Y, result)
-    tail = [(a, b) for a, b in zip(norms[:-1], norms[1:]) if a < 1e-2 and b > 1e-12]
+    # Convergence is fast enough (1e-2 -> 2e-4 -> 5e-8 -> 6e-15) that a window starting at
+    # 1e-2 may hold a single pair, depending on the last bits; from 1e-1 it holds 2 or more
+    # (checked on 17 runs with X perturbed by 1e-15 relative: 16 meet b <= 10 a^2 on all).
+    tail = [(a, b) for a, b in zip(norms[:-1], norms[1:]) if a < 1e-1 and b > 1e-12]
     assert len(tail) >= 2
     for a, b in tail:
         assert b <= 10.0 * a * a
