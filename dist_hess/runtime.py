@@ -25,8 +25,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["SMALL_WORK", "SMALL_PARAMS", "is_small_problem", "limit_blas_threads",
            "tune_allocator"]
@@ -51,8 +52,15 @@ def limit_blas_threads(n: int, t: int):
     if not is_small_problem(n, t):
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _controller().limit(limits=1, user_api="blas"):
         yield
+
+
+@functools.lru_cache(maxsize=1)
+def _controller() -> ThreadpoolController:
+    """The BLAS libraries of this process, found once: looking them up takes ~7 ms, as
+    long as a whole small fit (``threadpool_limits`` looks them up on every call)."""
+    return ThreadpoolController()
 
 
 def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 << 31) - 1) -> bool:
