@@ -83,6 +83,41 @@ def test_lm_resumed_in_either_phase_is_the_uninterrupted_run(tmp_path):
         assert without_seconds(resumed.history) == without_seconds(straight.history)
 
 
+class CountingCurvature(LocalObjective):
+    """A local objective that counts its curvature evaluations."""
+
+    calls = 0
+
+    def curvature(self, w, kind, structure):
+        self.calls += 1
+        return super().curvature(w, kind, structure)
+
+
+@pytest.mark.parametrize(("method", "option", "held"),
+                         [("newton", "reuse_curvature", "curvature"),
+                          ("block-newton", "reuse_preconditioner", "eigenvectors_0")])
+def test_a_strategy_holding_its_curvature_evaluates_fewer_and_resumes_bitwise(
+        tmp_path, method, option, held):
+    """``newton(reuse_curvature=True)``, ``block-newton(reuse_preconditioner=True)``: fewer
+    curvature evaluations than accepted iterates, and what is held travels in the
+    checkpoint, so a run stopped anywhere resumes to the same bits."""
+    model, X, Y = rbf_network()
+    options = {option: True}
+    objective = CountingCurvature(model, X, Y)
+    straight = minimize(objective, make_strategy(method, options=options), TrustRegion(),
+                        max_iter=300)
+    accepted = sum(r.accepted for r in straight.history)
+    assert straight.converged and objective.calls < accepted
+    straight = fit(model, X, Y, method=method, options=options, max_iter=300)
+    for stop in (2, 7, 12):
+        path = tmp_path / f"stop{stop}.zarr"
+        fit(model, X, Y, method=method, options=options, max_iter=stop, checkpoint=path)
+        assert isinstance(read_checkpoint(path).strategy_state[held], np.ndarray)
+        resumed = fit(model, X, Y, method=method, options=options, max_iter=300, checkpoint=path)
+        np.testing.assert_array_equal(resumed.w, straight.w)
+        assert without_seconds(resumed.history) == without_seconds(straight.history)
+
+
 class Remembering(StepStrategy):
     """Steepest descent plus half the previous step, cut to the trust region: each step
     depends on the last one (as a warm start does), an array kept in `state_dict`."""

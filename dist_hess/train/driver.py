@@ -289,7 +289,8 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
     value = objective.value(w)
     if not math.isfinite(value):
         raise ValueError(f"the objective is not finite at the starting point ({value})")
-    state = State(w, value, objective.gradient(w), objective, iteration, **rule.knob_fields(knob))
+    state = State(w, value, objective.gradient(w), objective, iteration,
+                  ratio=history[-1].ratio if history else None, **rule.knob_fields(knob))
 
     status, detail = None, ""
     if small_gradient(state):
@@ -320,15 +321,17 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
                                hits_boundary=step.hits_boundary)
         used_knob, knob = knob, rule.update(knob, ratio, trial_step)
         iteration += 1
+        finite_ratio = ratio if math.isfinite(ratio) else None
         if accepted:
             relative_decrease = actual / max(abs(state.value), abs(trial_value), 1.0)
             state = State(trial, trial_value, objective.gradient(trial), objective, iteration,
-                          **rule.knob_fields(knob))
+                          ratio=finite_ratio, **rule.knob_fields(knob))
         else:                                   # same point, same cache: re-solved with the new knob
-            state = replace(state, iteration=iteration, **rule.knob_fields(knob))
+            state = replace(state, iteration=iteration, ratio=finite_ratio,
+                            **rule.knob_fields(knob))
         record = IterationRecord(iteration=iteration, value=state.value,
                                  gradient_norm=state.gradient_norm, step_norm=p_norm,
-                                 ratio=ratio if math.isfinite(ratio) else None, accepted=accepted,
+                                 ratio=finite_ratio, accepted=accepted,
                                  **rule.knob_fields(used_knob), seconds=time.perf_counter() - t0)
         history.append(record)
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..curvature import HVP_KINDS as CURVATURE_KINDS
 from ..memory import check_allocation
-from .blocks import BlockDiagonal, BlockEigensystem
+from .blocks import BlockDiagonal, BlockEigensystem, BlockGroup
 from .globalization import Damping
 from .subproblem import (damped_cg, lanczos_trust_region, solve_damped_dense, solve_damped_diagonal,
                          solve_trust_region_dense, solve_trust_region_diagonal,
@@ -62,6 +62,10 @@ GLOBAL_CURVATURE_FLOOR = 1e-3
 #: the shifted matrix and its Cholesky factor. Checked against the memory limit
 #: (`dist_hess.memory`) before the curvature is asked for.
 DENSE_SOLVE_COPIES = 5
+#: ``newton(reuse_curvature=True)`` keeps the Hessian it holds after an accepted step
+#: with at least this reduction ratio (the radius rule's threshold below which it shrinks
+#: the radius): the model built on it still predicted the decrease.
+REUSE_RATIO = 0.25
 #: Copies of the blocks a block eigendecomposition holds at once (the blocks, their
 #: symmetrised copy, the eigenvectors, ``eigh``'s workspace).
 EIGH_COPIES = 4
@@ -74,7 +78,9 @@ class State:
     """What a strategy may read at the current iterate.
 
     ``radius`` is set under a trust region, ``damping`` under damping (the other is
-    ``None``). ``cache`` is private to the strategy and discarded when ``w`` changes.
+    ``None``). ``ratio`` is the reduction ratio of the last trial step (``None`` at the
+    first iterate and after a trial point where ``E`` was not finite). ``cache`` is
+    private to the strategy and discarded when ``w`` changes.
     """
 
     w: np.ndarray
@@ -84,6 +90,7 @@ class State:
     iteration: int = 0
     radius: float | None = None
     damping: float | None = None
+    ratio: float | None = None
     cache: dict = field(default_factory=dict)
 
     @property
@@ -152,6 +159,31 @@ class StepStrategy(ABC):
                              f"but the checkpoint holds {sorted(saved)}")
 
 
+class Held:
+    """What a strategy keeps from an earlier iterate while its steps succeed: at a new
+    iterate reached by a step with ``ratio >= REUSE_RATIO`` the held value serves; a step
+    from it that is rejected is re-solved with the value computed at the iterate
+    (a lazy, Shamanskii-type Newton method: Doikov, Chayti & Jaggi 2023). The trust-region
+    ratio still judges every step against the true ``E``."""
+
+    def __init__(self):
+        self.value = None
+
+    def get(self, state: State, key, compute):
+        """``(value, held)``: the value for ``state`` under cache ``key`` and whether it is
+        the held one; ``compute()`` evaluates it at ``state``."""
+        if key in state.cache:
+            return state.cache[key], False
+        mark = ("held", key)
+        if state.cache.pop(mark, False):
+            pass                                    # a step from the held value failed here
+        elif self.value is not None and state.ratio is not None and state.ratio >= REUSE_RATIO:
+            state.cache[mark] = True
+            return self.value, True
+        self.value = state.cache[key] = compute()
+        return self.value, False
+
+
 def _check_kind(kind: str, allowed=CURVATURE_KINDS) -> str:
     if kind not in allowed:
         raise ValueError(f"curvature kind {kind!r} is not available here; choose from {list(allowed)}")
@@ -213,6 +245,15 @@ class ExactNewton(StepStrategy):
     random starts on small tanh networks that took 4 to 7 of the first 10 steps
     (Steihaug-CG: 0 to 4) and more starts ended above L-BFGS-B's loss
     (docs/training.md).
+
+    ``reuse_curvature=True`` (``method="auto"``'s choice): after an accepted step with
+    ratio ``>= REUSE_RATIO`` the next iterate's model uses the Hessian held from before
+    (a lazy, Shamanskii-type Newton method; Doikov, Chayti & Jaggi 2023), and a step from
+    a held Hessian that is rejected is re-solved with the Hessian evaluated at the
+    iterate. The trust-region ratio still judges every step against the true ``E``; near
+    a minimum the held steps converge linearly at a rate that falls with the distance
+    to where the Hessian was evaluated. The held Hessian is the strategy's state
+    (checkpointed).
     """
 
     name = "newton"
@@ -222,7 +263,7 @@ class ExactNewton(StepStrategy):
     def __init__(self, *, kind: str | None = None, structure: str | None = None,
                  k_easy: float = 0.1, k_hard: float = 0.2, max_factorizations: int = 50,
                  indefinite: str = "cg", forcing_exponent: float = 1.0,
-                 max_cg_iter: int | None = None):
+                 max_cg_iter: int | None = None, reuse_curvature: bool = False):
         if structure not in (None, "full"):
             raise ValueError(f"method 'newton' uses the full matrix, got structure {structure!r}")
         if indefinite not in self.INDEFINITE:
@@ -233,6 +274,8 @@ class ExactNewton(StepStrategy):
         self.indefinite = indefinite
         self.forcing_exponent = float(forcing_exponent)
         self.max_cg_iter = _check_max_cg_iter(max_cg_iter)
+        self.reuse_curvature = bool(reuse_curvature)
+        self._held = Held()
 
     @property
     def curvature_request(self):
@@ -240,7 +283,12 @@ class ExactNewton(StepStrategy):
 
     def solve(self, state):
         _check_dense_memory(state, self.name, "full", DENSE_SOLVE_COPIES, _LOW_MEMORY)
-        B = np.asarray(state.curvature(self.kind, "full"), dtype=float)
+        held = False
+        if self.reuse_curvature:
+            B, held = self._held.get(state, "held_curvature", lambda: np.asarray(
+                state.curvature(self.kind, "full"), dtype=float))
+        else:
+            B = np.asarray(state.curvature(self.kind, "full"), dtype=float)
         if self.indefinite == "exact":
             sol = solve_trust_region_exact(B, state.gradient, state.radius, k_easy=self.k_easy,
                                            k_hard=self.k_hard, max_iter=self.max_factorizations)
@@ -252,13 +300,31 @@ class ExactNewton(StepStrategy):
                                            k_easy=self.k_easy, k_hard=self.k_hard,
                                            max_iter=self.max_factorizations)
         return Step(sol.step, sol.model_decrease, sol.hits_boundary,
-                    {"case": sol.case, "multiplier": sol.multiplier, "iterations": sol.iterations})
+                    {"case": sol.case, "multiplier": sol.multiplier, "iterations": sol.iterations,
+                     "held_curvature": held})
 
     def config(self):
         return {"method": self.name, "kind": self.kind, "k_easy": self.k_easy,
                 "k_hard": self.k_hard, "max_factorizations": self.max_factorizations,
                 "indefinite": self.indefinite, "forcing_exponent": self.forcing_exponent,
-                "max_cg_iter": self.max_cg_iter}
+                "max_cg_iter": self.max_cg_iter, "reuse_curvature": self.reuse_curvature}
+
+    def state_dict(self):
+        """With ``reuse_curvature``: ``curvature``, the held ``B`` (``None`` before the
+        first step)."""
+        if not self.reuse_curvature:
+            return {}
+        return {"curvature": self._held.value}
+
+    def load_state_dict(self, saved):
+        if not self.reuse_curvature:
+            return super().load_state_dict(saved)
+        if not saved:
+            return
+        if set(saved) != {"curvature"}:
+            raise ValueError(f"newton strategy state must hold the curvature, got {sorted(saved)}")
+        held = saved["curvature"]
+        self._held.value = None if held is None else np.array(held, dtype=float)
 
 
 class NewtonCG(StepStrategy):
@@ -371,7 +437,7 @@ class BlockNewton(StepStrategy):
                  solver: str = "cg", modification: str | None = None,
                  min_curvature_ratio: float | None = None,
                  min_global_curvature_ratio: float | None = None, max_cg_iter: int | None = None,
-                 forcing_exponent: float = 1.0):
+                 forcing_exponent: float = 1.0, reuse_preconditioner: bool = False):
         self.kind = _check_kind(kind or "hessian")
         self.structure = structure or "row"
         if self.structure not in ("row", "layer", "full"):
@@ -396,21 +462,30 @@ class BlockNewton(StepStrategy):
                              f"got {min_global_curvature_ratio!r}")
         self.max_cg_iter = _check_max_cg_iter(max_cg_iter)
         self.forcing_exponent = float(forcing_exponent)
+        self.reuse_preconditioner = bool(reuse_preconditioner)
+        self._held = Held()
 
     @property
     def curvature_request(self):
         return (self.kind, self.structure)
 
+    def _block_model(self, state) -> tuple[BlockEigensystem, float]:
+        """``M`` at ``state`` in its eigenbasis, and the largest shift applied to a block."""
+        eig = _eigensystem(state, self.kind, self.structure, self.name)
+        values, shifts = positive_definite_eigenvalues(
+            eig.eigenvalue_blocks, modification=self.modification,
+            min_curvature_ratio=self.min_curvature_ratio,
+            min_global_curvature_ratio=self.min_global_curvature_ratio)
+        max_shift = max((float(np.max(s, initial=0.0)) for s in shifts), default=0.0)
+        return eig.with_eigenvalues(values), max_shift
+
     def _blocks(self, state) -> tuple[BlockEigensystem, float]:
-        """``M`` in its eigenbasis, and the largest shift applied to a block."""
+        """``M`` in its eigenbasis and its largest shift: evaluated at ``state``, or with
+        ``reuse_preconditioner`` held from an earlier iterate (`Held`)."""
+        if self.reuse_preconditioner:
+            return self._held.get(state, "block_model", lambda: self._block_model(state))[0]
         if "block_model" not in state.cache:
-            eig = _eigensystem(state, self.kind, self.structure, self.name)
-            values, shifts = positive_definite_eigenvalues(
-                eig.eigenvalue_blocks, modification=self.modification,
-                min_curvature_ratio=self.min_curvature_ratio,
-                min_global_curvature_ratio=self.min_global_curvature_ratio)
-            max_shift = max((float(np.max(s, initial=0.0)) for s in shifts), default=0.0)
-            state.cache["block_model"] = (eig.with_eigenvalues(values), max_shift)
+            state.cache["block_model"] = self._block_model(state)
         return state.cache["block_model"]
 
     def solve(self, state):
@@ -444,7 +519,37 @@ class BlockNewton(StepStrategy):
                 "solver": self.solver, "modification": self.modification,
                 "min_curvature_ratio": self.min_curvature_ratio,
                 "min_global_curvature_ratio": self.min_global_curvature_ratio, "max_cg_iter": self.max_cg_iter,
-                "forcing_exponent": self.forcing_exponent}
+                "forcing_exponent": self.forcing_exponent,
+                "reuse_preconditioner": self.reuse_preconditioner}
+
+    def state_dict(self):
+        """With ``reuse_preconditioner``: the held ``M`` (``None`` before the first step):
+        ``groups`` (``[start, n_blocks, size]`` each), ``max_shift`` and per group ``k``
+        the arrays ``eigenvalues_k``, ``eigenvectors_k``."""
+        if not self.reuse_preconditioner:
+            return {}
+        if self._held.value is None:
+            return {"groups": None}
+        eig, max_shift = self._held.value
+        out = {"groups": [[g.start, g.n_blocks, g.size] for g in eig.groups], "max_shift": max_shift}
+        for k, (lam, q) in enumerate(zip(eig.eigenvalue_blocks, eig.eigenvectors)):
+            out[f"eigenvalues_{k}"], out[f"eigenvectors_{k}"] = lam, q
+        return out
+
+    def load_state_dict(self, saved):
+        if not self.reuse_preconditioner:
+            return super().load_state_dict(saved)
+        if not saved or saved.get("groups") is None:
+            return
+        try:
+            groups = [BlockGroup(*map(int, g)) for g in saved["groups"]]
+            eig = BlockEigensystem(groups, [saved[f"eigenvalues_{k}"] for k in range(len(groups))],
+                                   [saved[f"eigenvectors_{k}"] for k in range(len(groups))],
+                                   sum(g.n_blocks * g.size for g in groups))
+            self._held.value = (eig, float(saved["max_shift"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"block-newton strategy state must hold groups, max_shift and "
+                             f"their eigensystems, got {sorted(saved)}") from err
 
 
 class LevenbergMarquardt(StepStrategy):
