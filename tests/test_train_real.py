@@ -13,6 +13,9 @@
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.optimize import minimize as scipy_minimize
@@ -23,6 +26,8 @@ pytest.importorskip("dist_hess.engine.sums")
 import dist_hess as dh  # noqa: E402
 from dist_hess.datasets import load_sklearn  # noqa: E402
 from dist_hess.train import strategies  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 METHODS = ["newton", "newton-cg", "block-newton", "lm"]
 
@@ -177,3 +182,15 @@ def test_lm_switches_to_the_exact_hessian_near_a_large_residual_minimum():
     assert phases[0] == "gauss_newton" and "hessian" in phases[:hybrid.n_iter]
     assert set(phases[hybrid.n_iter:]) == {"gauss_newton"}
     assert plain.gradient_norm > hybrid.gradient_norm
+
+
+def test_lm_switches_to_the_exact_hessian_where_gauss_newton_predicts_poorly():
+    """On the skip example from seed 2 the trainlm schedule alternates accepted
+    Gauss-Newton steps of ratio ~0.1 with rejected ones, far from a minimum (``||g|| ~
+    2.5``, ``E ~ 28``): with only the ``||g||_inf`` test it was still there after 1000
+    iterations; counting poorly predicted steps it switches and converges."""
+    spec = json.loads((REPO / "examples" / "models" / "skip.json").read_text())
+    model = dh.Model.from_dict(spec)
+    X, Y = load_sklearn("diabetes")
+    result = dh.fit(model, X, Y, w0=model.init(seed=2), method="lm", max_iter=500)
+    assert result.converged

@@ -576,7 +576,9 @@ class LevenbergMarquardt(StepStrategy):
     (default) the method is the hybrid of Madsen, Nielsen & Tingleff (2004, alg. 3.16)
     with the exact Hessian in place of their BFGS matrix: after ``switch_after``
     consecutive accepted steps with ``||g||_inf < switch_ratio * E`` (a minimum with a
-    large residual is near) it takes damped Newton steps ``-(H + mu I)^{-1} g`` (``H``
+    large residual is near) or with reduction ratio below ``poor_ratio`` (the
+    Gauss-Newton model over-predicts the decrease: the residual curvature ``S`` matters
+    where the step goes) it takes damped Newton steps ``-(H + mu I)^{-1} g`` (``H``
     shifted to be positive definite if it is not), which converge quadratically as
     ``mu`` falls, and goes back to Gauss-Newton when an accepted step fails to decrease
     ``||g||_inf``.
@@ -591,7 +593,7 @@ class LevenbergMarquardt(StepStrategy):
 
     def __init__(self, *, kind: str | None = None, structure: str | None = None,
                  hybrid: bool = True, switch_after: int = 3, switch_ratio: float = 0.02,
-                 relative: bool = True):
+                 poor_ratio: float = 0.25, relative: bool = True):
         self.kind = _check_kind(kind or "gauss_newton", ("gauss_newton",))
         self.structure = structure or "full"
         if self.structure not in ("row", "layer", "full"):
@@ -600,6 +602,7 @@ class LevenbergMarquardt(StepStrategy):
             raise ValueError(f"switch_after must be an integer >= 1, got {switch_after!r}")
         self.hybrid = bool(hybrid)
         self.switch_after, self.switch_ratio = int(switch_after), float(switch_ratio)
+        self.poor_ratio = float(poor_ratio)
         self.relative = bool(relative)
         self._phase, self._count, self._last = "gauss_newton", 0, None
         self._scale: float | None = None
@@ -626,7 +629,9 @@ class LevenbergMarquardt(StepStrategy):
         if last is None or state.value == last[1] and g_inf == last[2]:
             return                                  # first call, or a retry at the same point
         if self._phase == "gauss_newton":
-            self._count = self._count + 1 if g_inf < self.switch_ratio * abs(state.value) else 0
+            near = g_inf < self.switch_ratio * abs(state.value)
+            poor = state.ratio is not None and state.ratio < self.poor_ratio
+            self._count = self._count + 1 if near or poor else 0
             if self._count >= self.switch_after:
                 self._phase, self._count = "hessian", 0
         elif g_inf >= last[2]:
@@ -657,7 +662,8 @@ class LevenbergMarquardt(StepStrategy):
     def config(self):
         return {"method": self.name, "kind": self.kind, "structure": self.structure,
                 "hybrid": self.hybrid, "switch_after": self.switch_after,
-                "switch_ratio": self.switch_ratio, "relative": self.relative}
+                "switch_ratio": self.switch_ratio, "poor_ratio": self.poor_ratio,
+                "relative": self.relative}
 
     def state_dict(self):
         """``phase``, ``count`` (qualifying Gauss-Newton steps in a row), ``last``
