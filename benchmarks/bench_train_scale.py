@@ -5,6 +5,8 @@
     python -m benchmarks.bench_train_scale digits --budget 60
     python -m benchmarks.bench_train_scale teacher-10k --budget 60 --methods auto,newton-cg \\
         --repeats 2 --finish 600
+    python -m benchmarks.bench_train_scale teacher-10k --budget 60 --methods hessian-free \\
+        --peers L-BFGS-B/1 --options '{"sample_fraction": 0.1, "min_rows_per_parameter": 0}'
 
 Every run starts from ``w0 = model.init(seed=0)`` and minimises the same
 ``E(w) = sum_i g_i + pen(w)``:
@@ -206,8 +208,12 @@ def run_lbfgsb(model, X, Y, w0, budget: float, threads: int) -> Run:
     return run
 
 
-def run_fit(method, model, X, Y, w0, budget: float, distributed: bool, finish: float) -> Run:
-    """``dh.fit`` on a fresh 2-worker cluster (or in this process), then on to the gtol rule."""
+def run_fit(method, model, X, Y, w0, budget: float, distributed: bool, finish: float,
+            options: dict | None = None) -> Run:
+    """``dh.fit`` on a fresh 2-worker cluster (or in this process), then on to the gtol rule;
+    ``options`` are the strategy's (``kind`` goes to ``dh.fit(kind=)``)."""
+    options = dict(options or {})
+    kind = options.pop("kind", None)
     where = f"LocalCluster, {WORKERS} workers" if distributed else "in-process, 1 BLAS thread"
     run = Run(method, where)
     limit = max(budget, finish if method == "auto" else 0.0)
@@ -226,7 +232,7 @@ def run_fit(method, model, X, Y, w0, budget: float, distributed: bool, finish: f
         start, cpu = time.perf_counter(), _Cpu(pids)
         result = dh.fit(model, X, Y, w0=w0, method=method, client=client, max_time=limit,
                         max_iter=10**6, gtol=1e-6, relative_gtol=True, ftol=0.0,
-                        callback=callback)
+                        callback=callback, kind=kind, options=options or None)
         run.iterations, run.status, run.used = result.n_iter, str(result.status), result.method
         run.trace.insert(0, (0.0, float(model.value(w0, X, Y)), math.nan, 0.0))
 
@@ -306,6 +312,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--finish", type=float, default=0.0,
                         help="let the default run on up to this many seconds to the gtol rule")
+    parser.add_argument("--options", default="",
+                        help='strategy options for every dh.fit run, JSON (e.g. \'{"sample_fraction": 0.1}\')')
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -320,7 +328,8 @@ def main(argv=None):
             if name in PEERS:
                 run = run_lbfgsb(model, X, Y, w0, args.budget, int(name.split("/")[1]))
             else:
-                run = run_fit(name, model, X, Y, w0, args.budget, distributed, args.finish)
+                run = run_fit(name, model, X, Y, w0, args.budget, distributed, args.finish,
+                              json.loads(args.options) if args.options else None)
             print(f"[{repeat + 1}/{args.repeats}] {name}: final {run.final:.8g} after "
                   f"{run.iterations} iterations ({run.status})", flush=True)
             runs.setdefault(name, []).append(run)
