@@ -80,3 +80,36 @@ def test_shard_pool_sums_equal_the_engine(client):
     np.testing.assert_allclose(products[0] + products[1], want, rtol=1e-10, atol=1e-12)
     remote.release()
     pool.close()
+
+
+def test_shards_are_spread_evenly_and_large_vectors_go_by_scatter(client):
+    """Shard i of S on worker floor(i W / S); w and v of over SHIP_BYTES are scattered
+    once per call (not carried by the tasks), and the sums still equal the engine."""
+    from dist_hess.distributed.shard_pool import SHIP_BYTES
+
+    spec = dict(SPEC, layers=[{"type": "dense", "units": 32, "activation": "tanh"},
+                              {"type": "dense", "units": 3, "activation": "identity"}])
+    model = dh.Model.from_dict(spec)
+    assert model.n_params * 8 > SHIP_BYTES                         # 9,731 parameters
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(500, 300)), rng.integers(0, 3, size=500)
+    w = model.init(seed=4)
+    pool = ShardPool(client, X, Y, chunk_size=100)                        # 5 shards
+    groups = pool.groups(range(pool.n_shards))
+    assert sorted(len(shards) for _, shards in groups) == [2, 3]
+    assert isinstance(pool._shipped((w, 1))[0], distributed.Future)
+    value, gradient = pool.value_gradient(model, w)
+    pen = model.penalty
+    want_value, want_gradient = model.value_and_gradient(w, X, Y)
+    assert value + pen.value(model, w) == pytest.approx(want_value, rel=1e-12)
+    np.testing.assert_allclose(gradient + pen.gradient(model, w), want_gradient,
+                               rtol=1e-10, atol=1e-12)
+    v = rng.normal(size=model.n_params)
+    remote = pool.curvature(model, w, (0, 4))
+    products = remote.shard_products(v, "gauss_newton")
+    rows = np.r_[0:100, 400:500]
+    want = (model.hvp(w, X[rows], Y[rows], v, kind="gauss_newton")
+            - pen.hvp(model, w, v))
+    np.testing.assert_allclose(products[0] + products[1], want, rtol=1e-10, atol=1e-12)
+    remote.release()
+    pool.close()
