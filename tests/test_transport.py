@@ -58,6 +58,17 @@ def test_numpy_data_are_read_by_the_workers_not_sent_in_a_graph(client):
     assert not os.path.exists(directory)
 
 
+def _value_gradient_equals_the_engine(pool, model, w, X, Y) -> float:
+    """Assert the pool's value and gradient (plus the penalty) equal the engine's; the value."""
+    value, gradient = pool.value_gradient(model, w)
+    pen = model.penalty
+    want_value, want_gradient = model.value_and_gradient(w, X, Y)
+    assert value + pen.value(model, w) == pytest.approx(want_value, rel=1e-12)
+    np.testing.assert_allclose(gradient + pen.gradient(model, w), want_gradient,
+                               rtol=1e-10, atol=1e-12)
+    return value
+
+
 def test_shard_pool_sums_equal_the_engine(client):
     rng = np.random.default_rng(1)
     X, Y = rng.normal(size=(900, 300)), rng.integers(0, 3, size=900)
@@ -65,12 +76,8 @@ def test_shard_pool_sums_equal_the_engine(client):
     w = model.init(seed=2)
     pool = ShardPool(client, X, Y, chunk_size=200)                        # 5 shards
     assert pool.n_shards == 5 and pool.rows((0, 4)) == 300
-    value, gradient = pool.value_gradient(model, w)
+    value = _value_gradient_equals_the_engine(pool, model, w, X, Y)
     pen = model.penalty
-    want_value, want_gradient = model.value_and_gradient(w, X, Y)
-    assert value + pen.value(model, w) == pytest.approx(want_value, rel=1e-12)
-    np.testing.assert_allclose(gradient + pen.gradient(model, w), want_gradient,
-                               rtol=1e-10, atol=1e-12)
     assert pool.value(model, w) == pytest.approx(value, rel=1e-12)
     v = rng.normal(size=model.n_params)
     remote = pool.curvature(model, w, (1, 3))
@@ -98,12 +105,8 @@ def test_shards_are_spread_evenly_and_large_vectors_go_by_scatter(client):
     groups = pool.groups(range(pool.n_shards))
     assert sorted(len(shards) for _, shards in groups) == [2, 3]
     assert isinstance(pool._shipped((w, 1))[0], distributed.Future)
-    value, gradient = pool.value_gradient(model, w)
+    _value_gradient_equals_the_engine(pool, model, w, X, Y)
     pen = model.penalty
-    want_value, want_gradient = model.value_and_gradient(w, X, Y)
-    assert value + pen.value(model, w) == pytest.approx(want_value, rel=1e-12)
-    np.testing.assert_allclose(gradient + pen.gradient(model, w), want_gradient,
-                               rtol=1e-10, atol=1e-12)
     v = rng.normal(size=model.n_params)
     remote = pool.curvature(model, w, (0, 4))
     products = remote.shard_products(v, "gauss_newton")
