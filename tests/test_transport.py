@@ -89,9 +89,9 @@ def test_shard_pool_sums_equal_the_engine(client):
     pool.close()
 
 
-def test_shards_are_spread_evenly_and_large_vectors_go_by_scatter(client):
-    """Shard i of S on worker floor(i W / S); w and v of over SHIP_BYTES are scattered
-    once per call (not carried by the tasks), and the sums still equal the engine."""
+def test_shards_are_spread_evenly_and_large_vectors_go_as_one_key(client):
+    """Shard i of S on worker floor(i W / S); w and v of over SHIP_BYTES go as one key
+    per call (not carried by each task), and the sums still equal the engine."""
     from dist_hess.distributed.shard_pool import SHIP_BYTES
 
     spec = dict(SPEC, layers=[{"type": "dense", "units": 32, "activation": "tanh"},

@@ -33,12 +33,17 @@ from .tree import DEFAULT_SPLIT_EVERY, tree_reduce
 
 __all__ = ["ShardPool", "RemoteCurvature"]
 
-#: Arrays larger than this (bytes) go to the workers by one scatter per call, not inside
-#: the tasks (`ShardPool._shipped`).
+#: Arrays larger than this (bytes) go to the workers as one key per call, not inside
+#: each task (`ShardPool._shipped`).
 SHIP_BYTES = 64 * 1024
 
 
 # ---------------------------------------------------------------- worker-side functions
+
+def _held(a):
+    """The array itself: the task that makes a large argument one key (`ShardPool._shipped`)."""
+    return a
+
 
 def _value_gradients(model, w, memory_budget, xs, ys):
     request = Request(value=True, gradient=True, memory_budget=memory_budget)
@@ -130,12 +135,17 @@ class ShardPool:
         return [by_shard[i] for i in shards]
 
     def _shipped(self, args) -> tuple:
-        """``args`` with every array of over :data:`SHIP_BYTES` scattered to the workers
-        once (a future in its place), not put inside each task: a vector inside the task
-        travels through the scheduler, which kept the received frames (measured: the
-        client process, which hosts a LocalCluster's scheduler, grew by 1.6-2.3 MB per
-        call, 1.3 GB over a 600-s teacher-10k fit)."""
-        return tuple(self.client.scatter(a, broadcast=True, hash=False)
+        """``args`` with every array of over :data:`SHIP_BYTES` made one key of its own
+        (a future in its place), as `dh.evaluate` sends its payload: the per-worker tasks
+        depend on it, a worker fetches it once from a peer, and a worker that dies holding
+        it costs a recomputation from the key's task, never a lost input (a scattered
+        array has no recipe, and ``scatter(broadcast=True)`` can retry a replication to a
+        dead worker forever: issue 13). Carried inside each per-worker task instead, the
+        client process (which hosts a LocalCluster's scheduler) grew by about 2.1 MB per
+        value+gradient call at ``t = 101,770`` (two tasks); as one key by about 1.2 MB
+        (80 calls, 2 workers; not freed by ``malloc_trim``, not the scheduler's task
+        table or its ``computations`` log: the cause inside distributed is not found)."""
+        return tuple(self.client.submit(_held, a, pure=False)
                      if isinstance(a, np.ndarray) and a.nbytes > SHIP_BYTES else a for a in args)
 
     def value_gradient(self, model, w) -> tuple[float, np.ndarray]:
