@@ -3,6 +3,7 @@
     python -m benchmarks.bench_basins                      # 9 networks x 8 starts, every method
     python -m benchmarks.bench_basins --networks iris,wine --methods newton,lm --starts 4
     python -m benchmarks.bench_basins --json basins.json   # also write every run
+    python -m benchmarks.bench_basins --networks rbf --methods default --starts 32 --maxcor 5,20
 
 Networks are not convex: which local minimum a fit reaches depends on its start, so a
 method is judged over many starts. For each network (bundled scikit-learn data, inputs
@@ -18,7 +19,11 @@ the benchmark runs, one after the other from the same ``w0``:
   ``intercepts_``, then ``warm_start``) with its defaults otherwise (``tol=1e-4`` on
   the gradient of ``E/n``, ``max_iter=200`` raised to 15000), its loss measured as
   our ``E`` at its weights;
-- ``dh.fit`` with each method (its defaults, ``max_iter`` as given).
+- ``dh.fit`` with each method (its defaults, ``max_iter`` as given);
+- with ``--maxcor 5,20``, L-BFGS-B again with those memories (scipy's default is 10):
+  the yardstick of chance, since which minimum a start reaches depends on the path,
+  and L-BFGS-B against itself shows how far a median over the starts moves without
+  any method being better (docs/training.md).
 
 Per network and solver it reports: starts converged (``||grad E|| <= 1e-6 max(1, |E|)``
 at the end), the median and the best final ``E``, the number of distinct minima among
@@ -124,12 +129,13 @@ def _timed(function, repeat: int):
     return out, best
 
 
-def run_lbfgs(model, X, Y, w0, repeat) -> Run:
+def run_lbfgs(model, X, Y, w0, repeat, maxcor: int = 10) -> Run:
     from scipy.optimize import minimize
 
     result, seconds = _timed(lambda: minimize(
         lambda w: model.value_and_gradient(w, X, Y), w0, jac=True, method="L-BFGS-B",
-        options={"gtol": 1e-10, "ftol": 0.0, "maxiter": 15000, "maxfun": 30000}), repeat)
+        options={"gtol": 1e-10, "ftol": 0.0, "maxiter": 15000, "maxfun": 30000,
+                 "maxcor": maxcor}), repeat)
     value, gradient = model.value_and_gradient(result.x, X, Y)
     return Run(float(value), float(np.linalg.norm(gradient)), seconds, int(result.nit))
 
@@ -255,6 +261,8 @@ def main(argv=None):
                         help="dh.fit methods, comma-separated ('default': no method given)")
     parser.add_argument("--networks", default="",
                         help="comma-separated substrings of network names (default: all)")
+    parser.add_argument("--maxcor", default="",
+                        help="comma-separated L-BFGS-B memories to run besides scipy's 10")
     parser.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn's MLP")
     parser.add_argument("--repeat", type=int, default=1, help="time every fit R times, keep the fastest")
     parser.add_argument("--json", metavar="PATH", help="write every run and the summary as JSON")
@@ -266,7 +274,9 @@ def main(argv=None):
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     wanted = [w.strip().lower() for w in args.networks.split(",") if w.strip()]
     networks = [n for n in NETWORKS if not wanted or any(w in n.name.lower() for w in wanted)]
-    solvers = [REFERENCE] + ([] if args.no_sklearn else [SKLEARN]) + methods
+    memories = {f"{REFERENCE} maxcor={k}": k for k in
+                (int(m) for m in args.maxcor.split(",") if m.strip())}
+    solvers = [REFERENCE, *memories] + ([] if args.no_sklearn else [SKLEARN]) + methods
     results, every = {}, {}
     began = time.perf_counter()
     for network in networks:
@@ -275,6 +285,8 @@ def main(argv=None):
         for seed in range(args.starts):
             w0 = model.init(seed=seed)
             runs[REFERENCE].append(run_lbfgs(model, X, Y, w0, args.repeat))
+            for name, maxcor in memories.items():
+                runs[name].append(run_lbfgs(model, X, Y, w0, args.repeat, maxcor))
             if SKLEARN in runs:
                 sk = run_sklearn(model, X, Y, w0, args.repeat)
                 if sk is None:
