@@ -22,7 +22,7 @@ from distributed import Client, LocalCluster
 
 import dist_hess as dh
 from dist_hess.distributed import cluster as cluster_module
-from dist_hess.distributed import persist_data
+from dist_hess.distributed import persist_data, shard_pool
 from tests.distributed_support import START_TIMEOUT, ProcessCluster, assert_bitwise_equal
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -90,8 +90,12 @@ def test_evaluate_survives_a_worker_killed_at_many_moments(client, tmp_path):
         np.testing.assert_array_equal(stored.gradient, clean.gradient)
 
 
-@pytest.mark.parametrize("method", ["block-newton", "hessian-free"])
-def test_fit_survives_a_worker_killed_at_many_moments(client, method):
+@pytest.mark.parametrize("method, keyed", [("block-newton", False), ("hessian-free", False),
+                                           ("hessian-free", True)],
+                         ids=["block-newton", "hessian-free", "hessian-free-vectors-as-keys"])
+def test_fit_survives_a_worker_killed_at_many_moments(client, method, keyed, monkeypatch):
+    if keyed:     # w and every product's vector go as keys of their own, as above 64 KB
+        monkeypatch.setattr(shard_pool, "SHIP_BYTES", 0)
     model, w, X, Y = _problem(2000)
     X = da.from_array(X, chunks=(250, -1))
     options = dict(method=method, max_iter=15, gtol=0.0, ftol=0.0, client=client)
