@@ -46,7 +46,7 @@ from .globalization import Globalization, TrialStep, parse_globalization
 from .objective import LocalObjective, Objective, make_objective
 from .result import FitResult, IterationRecord, Status
 from .starts import fit_starts, start_points
-from .strategies import State, StepStrategy, make_strategy
+from .strategies import STRATEGIES, State, StepStrategy, make_strategy
 
 __all__ = ["fit", "FitSettings", "minimize", "reduction_ratio"]
 
@@ -116,7 +116,7 @@ class FitSettings:
     def direct(self) -> bool:
         """Whether a Dask objective for this method computes value and gradient by
         direct shard tasks (``DaskObjective(direct=)``: the sampled-curvature methods)."""
-        return self.strategy().uses_sampled_curvature
+        return STRATEGIES[self.method].uses_sampled_curvature
 
     @staticmethod
     def threads(objective: Objective):
