@@ -166,7 +166,8 @@ def fit(model, X, Y, *, w0=None, method: str = "auto", starts=None, client=None,
     method
         ``auto`` (default: the library picks from ``t`` and ``n`` by the rule of
         `dist_hess.train.auto`; ``result.method`` names the method used), ``newton``
-        (exact Hessian, exact trust-region subproblem), ``newton-cg`` (Steihaug-CG on
+        (exact Hessian; trust-region subproblem nearly exact where it is positive
+        definite, Steihaug-CG elsewhere), ``newton-cg`` (Steihaug-CG on
         exact HVPs), ``block-newton`` (row/layer blocks made positive definite; trust
         region or damping), ``lm`` (Levenberg-Marquardt on the Gauss-Newton matrix, full
         or blocks), ``hessian-free`` (damped Newton-CG with curvature from a rotating
