@@ -175,9 +175,9 @@ class Held:
         if key in state.cache:
             return state.cache[key], False
         mark = ("held", key)
-        if state.cache.pop(mark, False):
-            pass                                    # a step from the held value failed here
-        elif self.value is not None and state.ratio is not None and state.ratio >= REUSE_RATIO:
+        retry = state.cache.pop(mark, False)        # a step from the held value failed here
+        if not retry and self.value is not None and state.ratio is not None \
+                and state.ratio >= REUSE_RATIO:
             state.cache[mark] = True
             return self.value, True
         self.value = state.cache[key] = compute()
