@@ -150,6 +150,7 @@ class HessianFree(StepStrategy):
         self._last_w = None            # fingerprint of the iterate of the last solve
         self._shards = None            # the sample of the last solve
         self._cg_cap = None            # products allowed in the next CG run
+        self._pending_schedule = None  # a loaded schedule's state, applied once it exists
 
     def state_dict(self) -> dict:
         arrays = {"diagonal": self._diagonal, "p_prev": self._p_prev}
@@ -201,9 +202,8 @@ class HessianFree(StepStrategy):
             n_shards = len(objective.shard_boundaries) - 1
             self._schedule = ShardSchedule(n_shards, size=self._first_size(objective),
                                            seed=self.seed)
-            pending = getattr(self, "_pending_schedule", None)
-            if pending is not None:
-                self._schedule.load_state_dict(pending)
+            if self._pending_schedule is not None:
+                self._schedule.load_state_dict(self._pending_schedule)
                 self._pending_schedule = None
         return self._schedule
 
