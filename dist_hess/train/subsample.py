@@ -33,13 +33,6 @@ class ShardSchedule:
         self.size = min(self.n_shards, max(1, int(size)))
         self.position = 0                     # shards handed out so far, epoch padding included
 
-    @classmethod
-    def from_fraction(cls, n_shards: int, fraction: float, *, seed: int = 0) -> "ShardSchedule":
-        """``ceil(fraction * n_shards)`` shards per draw (at least one)."""
-        if not 0 < fraction <= 1:
-            raise ValueError(f"the sample fraction must lie in (0, 1], got {fraction!r}")
-        return cls(n_shards, size=math.ceil(fraction * n_shards - 1e-12), seed=seed)
-
     @property
     def complete(self) -> bool:
         """Every draw is all the shards."""
