@@ -29,6 +29,7 @@ method             step                                          globalisation
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -201,6 +202,16 @@ def _check_max_cg_iter(max_cg_iter) -> int | None:
     return None if max_cg_iter is None else int(max_cg_iter)
 
 
+def _check_forcing_exponent(forcing_exponent) -> float:
+    try:
+        value = float(forcing_exponent)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(forcing_exponent, bool) or not 0 <= value < math.inf:
+        raise ValueError(f"forcing_exponent must be a finite number >= 0, got {forcing_exponent!r}")
+    return value
+
+
 def _cg_limits(state: State, forcing_exponent: float, max_cg_iter: int | None) -> tuple[float, int]:
     """CG's residual tolerance ``min(1/2, ||g||^forcing_exponent) ||g||`` (N&W eq. 7.3) and
     its cap on products (``max_cg_iter``, default ``CG_ITER_FACTOR * t``)."""
@@ -272,7 +283,7 @@ class ExactNewton(StepStrategy):
         self.k_easy, self.k_hard = float(k_easy), float(k_hard)
         self.max_factorizations = int(max_factorizations)
         self.indefinite = indefinite
-        self.forcing_exponent = float(forcing_exponent)
+        self.forcing_exponent = _check_forcing_exponent(forcing_exponent)
         self.max_cg_iter = _check_max_cg_iter(max_cg_iter)
         self.reuse_curvature = bool(reuse_curvature)
         self._held = Held()
@@ -343,7 +354,7 @@ class NewtonCG(StepStrategy):
         _no_structure(self.name, structure)
         self.kind = _check_kind(kind or "hessian")
         self.max_cg_iter = _check_max_cg_iter(max_cg_iter)
-        self.forcing_exponent = float(forcing_exponent)
+        self.forcing_exponent = _check_forcing_exponent(forcing_exponent)
 
     def solve(self, state):
         tol, max_iter = _cg_limits(state, self.forcing_exponent, self.max_cg_iter)
@@ -461,7 +472,7 @@ class BlockNewton(StepStrategy):
             raise ValueError(f"min_global_curvature_ratio must lie in [0, 1], "
                              f"got {min_global_curvature_ratio!r}")
         self.max_cg_iter = _check_max_cg_iter(max_cg_iter)
-        self.forcing_exponent = float(forcing_exponent)
+        self.forcing_exponent = _check_forcing_exponent(forcing_exponent)
         self.reuse_preconditioner = bool(reuse_preconditioner)
         self._held = Held()
 
