@@ -219,4 +219,5 @@ def parse_globalization(value, allowed: tuple) -> Globalization:
             raise ValueError(f"globalization {value.name!r} is not available here; "
                              f"choose from {names}")
         return value
-    raise TypeError(f"globalization must be None, a name or TrustRegion/Damping, got {value!r}")
+    raise TypeError(f"globalization must be None, a name or a Globalization (TrustRegion, "
+                    f"Damping, Monotone), got {value!r}")
