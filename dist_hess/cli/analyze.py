@@ -18,8 +18,8 @@ from ..analysis.spectra import spectra
 from ..analysis.wald import wald_table
 from ..curvature import HVP_KINDS
 from ..store import open_store
-from .options import (add_cluster_options, add_target_option, client_from_args, dashboard_link,
-                      int_at_least, load_examples, named_model)
+from .options import (add_cluster_options, add_target_option, examples_and_client, int_at_least,
+                      named_model)
 
 __all__ = ["add_command", "run_analyze"]
 
@@ -125,23 +125,11 @@ def _parameters(args):
     return [int(p) if p.lstrip("-").isdigit() else p for p in items]
 
 
-def _data(args):
-    """``(X, Y)`` from ``--data`` and the client to compute on, or ``(None, None)``."""
-    if not args.data:
-        return None, None
-    model = open_store(args.store).model
-    X, Y = load_examples(args, model)
-    client = client_from_args(args, work=X.shape[0] * model.n_params)
-    if client is not None:
-        print(f"Dask scheduler: {client.scheduler.address}; dashboard: {dashboard_link(client)}",
-              file=sys.stderr, flush=True)
-    return (X, Y), client
-
-
 def run_analyze(args) -> int:
     """Run ``dist-hess analyze`` from parsed arguments; returns the exit status."""
-    data, client = _data(args)
-    fitted = resolve(args.store, data=data, client=client, save=args.save)
+    store = open_store(args.store)
+    data, client = examples_and_client(args, store.model) if args.data else (None, None)
+    fitted = resolve(store, data=data, client=client, save=args.save)
     if args.data:                        # a store written without names takes the data's
         fitted.model = named_model(args, fitted.model)
     with warnings.catch_warnings(record=True) as caught:

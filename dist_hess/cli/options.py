@@ -11,6 +11,7 @@ module (`dist_hess.cli.fit`, ...) builds on it.
   `dashboard_link(client)` is the address of its dashboard for the status lines;
 - `add_target_option(parser)` and `load_examples(args, model)`: ``DATA`` and
   ``--target`` read by `dist_hess.datasets.load_data`, class labels made integers;
+  `examples_and_client(args, model, data)`: those examples and the client to compute on;
 - `check_output_file(path, suffixes)`: refuse an output file that could not be written,
   before the work (stores: `dist_hess.store.check_writable`);
 - `named_model(args, model)`: the model with the data's column names.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..curvature import KINDS, STRUCTURES
 from ..datasets import data_names, integer_labels, load_data
@@ -29,7 +31,7 @@ from ..store import check_directory_writable
 
 __all__ = ["int_at_least", "float_at_least", "size_arg", "curvature_arg", "add_cluster_options",
            "client_from_args", "dashboard_link", "add_target_option", "targets",
-           "load_examples", "check_output_file", "named_model"]
+           "load_examples", "examples_and_client", "check_output_file", "named_model"]
 
 
 # ---------------------------------------------------------------- argparse types
@@ -147,6 +149,17 @@ def load_examples(args, model, data: str | None = None):
     class labels for a softmax model (`dist_hess.datasets`)."""
     X, Y = load_data(args.data if data is None else data, targets(args))
     return X, integer_labels(model, Y)
+
+
+def examples_and_client(args, model, data: str | None = None):
+    """``((X, Y), client)``: `load_examples` and the client the cluster options name
+    (`client_from_args`), whose scheduler and dashboard go to stderr."""
+    X, Y = load_examples(args, model, data)
+    client = client_from_args(args, work=int(X.shape[0]) * model.n_params)
+    if client is not None:
+        print(f"Dask scheduler: {client.scheduler.address}; dashboard: {dashboard_link(client)}",
+              file=sys.stderr, flush=True)
+    return (X, Y), client
 
 
 def check_output_file(path: str, suffixes: tuple[str, ...]) -> str:

@@ -20,7 +20,6 @@ names them; ``NAME`` is the model's ``output_names`` entry, else ``y`` for one o
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 
 import numpy as np
@@ -30,7 +29,7 @@ from ..analysis.source import resolve
 from ..datasets import load_inputs
 from ..store import open_store
 from .options import (add_cluster_options, add_target_option, check_output_file,
-                      client_from_args, dashboard_link, load_examples, targets)
+                      examples_and_client, targets)
 
 __all__ = ["add_command", "run_predict"]
 
@@ -135,19 +134,6 @@ def _columns(model, w, X, names, output):
     return mean, (names if loss == "squared" else [f"p_{name}" for name in names])
 
 
-def _training_data(args, model):
-    """``(data, client)`` for the Laplace curvature: ``--train-data`` and the cluster the
-    shared options name, or ``(None, None)``."""
-    if not args.train_data:
-        return None, None
-    X, Y = load_examples(args, model, data=args.train_data)
-    client = client_from_args(args, work=int(np.shape(X)[0]) * model.n_params)
-    if client is not None:
-        print(f"Dask scheduler: {client.scheduler.address}; dashboard: {dashboard_link(client)}",
-              file=sys.stderr, flush=True)
-    return (X, Y), client
-
-
 def run_predict(args) -> int:
     """Run ``dist-hess predict`` from parsed arguments; returns the exit status."""
     suffix = check_output_file(args.out, (".npy", ".csv"))
@@ -165,7 +151,8 @@ def run_predict(args) -> int:
                                                         "inputs with --target"
                                                         if args.data.endswith(".csv") else ""))
     names = output_names(store.attrs["model"], model.loss.name, model.sizes[-1])
-    data, client = _training_data(args, model)
+    data, client = (examples_and_client(args, model, args.train_data) if args.train_data
+                    else (None, None))
     fitted = resolve(store, data=data, client=client)
     note = ""
     if args.interval is None:
