@@ -18,8 +18,8 @@ from ..analysis.spectra import spectra
 from ..analysis.wald import wald_table
 from ..curvature import HVP_KINDS
 from ..store import open_store
-from .options import (add_cluster_options, add_target_option, examples_and_client, int_at_least,
-                      named_model)
+from .options import (add_cluster_options, add_target_option, comma_separated,
+                      examples_and_client, int_at_least, named_model)
 
 __all__ = ["add_command", "run_analyze"]
 
@@ -121,7 +121,7 @@ def _parameters(args):
     """``--parameters`` as a list of indices and names (or ``None``)."""
     if not args.parameters:
         return None
-    items = [p.strip() for item in args.parameters for p in item.split(",") if p.strip()]
+    items = comma_separated(args.parameters)
     return [int(p) if p.lstrip("-").isdigit() else p for p in items]
 
 

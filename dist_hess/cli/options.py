@@ -9,6 +9,7 @@ module (`dist_hess.cli.fit`, ...) builds on it.
   `client_from_args(args, work)` sets the memory limit (`dist_hess.memory`) and turns
   the rest into a client through `dist_hess.distributed.cluster.resolve_client`;
   `dashboard_link(client)` is the address of its dashboard for the status lines;
+- `comma_separated(values)`: a repeatable option's items, split at commas;
 - `add_target_option(parser)` and `load_examples(args, model)`: ``DATA`` and
   ``--target`` read by `dist_hess.datasets.load_data`, class labels made integers;
   `examples_and_client(args, model, data)`: those examples and the client to compute on;
@@ -30,7 +31,7 @@ from ..memory import parse_size
 from ..store import check_directory_writable
 
 __all__ = ["int_at_least", "float_at_least", "size_arg", "curvature_arg", "add_cluster_options",
-           "client_from_args", "dashboard_link", "add_target_option", "targets",
+           "client_from_args", "dashboard_link", "add_target_option", "comma_separated", "targets",
            "load_examples", "examples_and_client", "check_output_file", "named_model"]
 
 
@@ -139,9 +140,15 @@ def add_target_option(parser: argparse.ArgumentParser) -> None:
                              "columns are the inputs")
 
 
+def comma_separated(values) -> list[str]:
+    """The items of a repeatable option (``action="append"``), each split at commas,
+    stripped, blanks dropped; ``None`` gives ``[]``."""
+    return [v.strip() for item in (values or []) for v in item.split(",") if v.strip()]
+
+
 def targets(args) -> list[str]:
-    """The ``--target`` column names, commas split, blanks dropped."""
-    return [t.strip() for item in (args.target or []) for t in item.split(",") if t.strip()]
+    """The ``--target`` column names (`comma_separated`)."""
+    return comma_separated(args.target)
 
 
 def load_examples(args, model, data: str | None = None):
