@@ -107,12 +107,12 @@ def _level(text: str) -> float:
     return level
 
 
-def output_names(spec: dict, loss: str, units: int) -> list[str]:
+def output_names(model) -> list[str]:
     """The model's ``output_names``, else ``y`` / ``y0, y1, ...`` (class numbers for softmax)."""
-    names = spec.get("output_names")
+    names, units = model.output_names, model.sizes[-1]
     if names is not None and len(names) == units:
-        return [str(name) for name in names]
-    if loss == "softmax_cross_entropy":
+        return list(names)
+    if model.loss.name == "softmax_cross_entropy":
         return [str(o) for o in range(units)]
     return ["y"] if units == 1 else [f"y{o}" for o in range(units)]
 
@@ -150,7 +150,7 @@ def run_predict(args) -> int:
                          f"{model.sizes[0]} columns" + ("; name the columns that are not "
                                                         "inputs with --target"
                                                         if args.data.endswith(".csv") else ""))
-    names = output_names(store.attrs["model"], model.loss.name, model.sizes[-1])
+    names = output_names(model)
     data, client = (examples_and_client(args, model, args.train_data) if args.train_data
                     else (None, None))
     fitted = resolve(store, data=data, client=client)
