@@ -15,7 +15,7 @@ network are a median 2.8 times too small, docs/analysis.md).
 Memory: the full covariance takes ``8 c t^2`` bytes, ``c = 6`` (``H``, its
 eigenvectors, ``H^+`` and temporaries) or ``c = 9`` for the sandwich (the meat
 and its products too); it is computed when that fits ``memory_budget``
-(default :data:`COVARIANCE_BUDGET`, 2 GiB: ``t`` up to 6,689, 5,461 for the
+(default :data:`COVARIANCE_BUDGET`, 2 GiB: ``t`` up to 6,688, 5,461 for the
 sandwich, or the memory limit of `dist_hess.memory` when that is lower) and
 refused up front otherwise (`dist_hess.memory.MemoryLimitError`), naming the
 alternatives: exact standard errors of selected parameters by conjugate gradients

@@ -77,7 +77,7 @@ def add_command(subparsers) -> None:
                         "exact standard errors come from conjugate gradients (needs --data)")
     p.add_argument("--memory-budget", type=_bytes, metavar="BYTES",
                    help="bytes the full covariance may take, e.g. 8G (default 2G: t up to "
-                        "6,689); over it the full matrix is refused and --parameters is needed")
+                        "6,688); over it the full matrix is refused and --parameters is needed")
     p.add_argument("--format", choices=("text", "csv", "json"), default="text",
                    help="what is printed: the summary in statsmodels' layout (text, default), "
                         "or the table as CSV or JSON")
