@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 from ..model import Model
 from ..train import fit as train_fit
 
