@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..memory import MemoryLimitError, check_allocation, memory_limit
+from ..memory import MemoryLimitError, check_allocation, format_bytes, memory_limit
 from .groups import parameter_name
 
 __all__ = ["NonIdentifiableWarning", "NotAMinimumWarning", "Block", "Covariance",
@@ -104,18 +104,14 @@ def full_fits(t: int, method: str = "hessian", memory_budget=None) -> bool:
     return full_covariance_bytes(t, method) <= check_memory_budget(memory_budget)
 
 
-def _gib(n_bytes: float) -> str:
-    return f"{n_bytes / 2**30:.3g} GiB"
-
-
 def refuse_full(t: int, method: str, memory_budget) -> MemoryLimitError:
     """The error for a full covariance over budget: its size and the alternatives."""
     need, budget = full_covariance_bytes(t, method), check_memory_budget(memory_budget)
     source = " (the memory limit, dist_hess.memory)" if budget == memory_limit() \
         and budget < COVARIANCE_BUDGET else ""
     return MemoryLimitError(
-        f"the full {t} x {t} covariance needs {_gib(need)}, over the memory budget of "
-        f"{_gib(budget)}{source}: select parameters (parameters=[...], on the command line "
+        f"the full {t} x {t} covariance needs {format_bytes(need)}, over the memory budget of "
+        f"{format_bytes(budget)}{source}: select parameters (parameters=[...], on the command line "
         f"--parameters, by index, name or 'layer:K': exact standard errors by conjugate "
         f"gradients on Hessian-vector products, no full matrix), raise memory_budget "
         f"(--memory-budget), or ask for the row-block approximation (structure='row')")
