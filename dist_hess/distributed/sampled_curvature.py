@@ -23,7 +23,7 @@ import numpy as np
 
 from ..engine import Request, finalize
 from ..engine.operator import ShardCurvature
-from .tree import DEFAULT_SPLIT_EVERY, tree_reduce
+from .tree import tree_sum
 
 __all__ = ["SampledCurvature", "LocalSampledCurvature", "PooledSampledCurvature"]
 
@@ -54,13 +54,13 @@ class SampledCurvature(ABC):
         """``B_S v`` ``(t,)``."""
         v = np.asarray(v, dtype=float)
         self.products += 1
-        total = self.scale * _sum(self._shard_products(v, kind))
+        total = self.scale * tree_sum(self._shard_products(v, kind))
         request = Request(value=False, gradient=False, hvp=((kind, v),))
         return finalize(self.model, self.w, {"hvp/0": total}, request)["hvp/0"]
 
     def diagonal(self, kind: str = "gauss_newton") -> np.ndarray:
         """``diag(B_S)`` ``(t,)``: the diagonals of the row blocks, penalty included."""
-        d = self.scale * _sum(self._shard_diagonals(kind))
+        d = self.scale * tree_sum(self._shard_diagonals(kind))
         model = self.model
         if model.penalty is not None:
             d = d + model.penalty.diagonal(model, self.w, kind)
@@ -71,10 +71,6 @@ class SampledCurvature(ABC):
 
     def release(self) -> None:
         """Free the per-shard operators (their forward caches)."""
-
-
-def _sum(parts):
-    return tree_reduce(iter(parts), np.add, DEFAULT_SPLIT_EVERY)
 
 
 class LocalSampledCurvature(SampledCurvature):

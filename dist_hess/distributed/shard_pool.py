@@ -29,7 +29,7 @@ from ..engine import Request, shard_sums
 from ..engine.operator import ShardCurvature
 from .cluster import gather_watching_workers
 from .data import as_shards, persist_data
-from .tree import DEFAULT_SPLIT_EVERY, tree_reduce
+from .tree import tree_sum
 
 __all__ = ["ShardPool", "RemoteCurvature"]
 
@@ -73,10 +73,6 @@ def _diagonals(kind, ops):
 
 
 # ---------------------------------------------------------------- client side
-
-def _sum(parts):
-    return tree_reduce(iter(parts), lambda a, b: a + b, DEFAULT_SPLIT_EVERY)
-
 
 class ShardPool:
     """``X, Y`` on the cluster of ``client``, one future per shard (see the module docstring).
@@ -153,14 +149,14 @@ class ShardPool:
         parts = self.submit_per_worker(
             _value_gradients, (model, np.asarray(w, dtype=float), self.memory_budget),
             range(self.n_shards), lambda i: (self._x[i], self._y[i]))
-        return float(_sum([p[0] for p in parts])), _sum([p[1] for p in parts])
+        return float(tree_sum([p[0] for p in parts])), tree_sum([p[1] for p in parts])
 
     def value(self, model, w) -> float:
         """``sum_i g_i`` over all rows (no penalty): one forward pass per shard."""
         parts = self.submit_per_worker(
             _values, (model, np.asarray(w, dtype=float), self.memory_budget),
             range(self.n_shards), lambda i: (self._x[i], self._y[i]))
-        return float(_sum(parts))
+        return float(tree_sum(parts))
 
     def curvature(self, model, w, shards) -> "RemoteCurvature":
         """`ShardCurvature` operators at ``w`` on ``shards`` (indices), left on the workers."""

@@ -15,10 +15,12 @@ loop (:func:`tree_reduce`), so both give bitwise identical sums.
 """
 from __future__ import annotations
 
+import operator
 from functools import reduce
 from typing import Callable, Iterable, TypeVar
 
-__all__ = ["DEFAULT_SPLIT_EVERY", "check_split_every", "tree_groups", "tree_reduce", "fold"]
+__all__ = ["DEFAULT_SPLIT_EVERY", "check_split_every", "tree_groups", "tree_reduce", "tree_sum",
+           "fold"]
 
 T = TypeVar("T")
 
@@ -84,3 +86,8 @@ def tree_reduce(leaves: Iterable[T], combine: Callable[[T, T], T], split_every: 
         if group:
             push(level + 1, fold(combine, group))
         level += 1
+
+
+def tree_sum(parts: Iterable[T], split_every: int = DEFAULT_SPLIT_EVERY) -> T:
+    """``parts`` (arrays or numbers, in order) added along the tree of :func:`tree_reduce`."""
+    return tree_reduce(iter(parts), operator.add, split_every)
