@@ -12,14 +12,17 @@ call costs one round trip to the scheduler plus the work:
   named shard and left on the worker that holds it; its products and diagonals then
   cost one round trip each, with no forward pass.
 
-The model, the weights and each product's vector travel inside the tasks (one copy per
-worker), so a task lost with its worker is rerun elsewhere from its own arguments. A worker's
-task returns one result *per shard*; the client adds them along the fixed tree of
-`dist_hess.distributed.tree` in shard order, so the sums do not depend on which worker
-held which shard: the same bits on any number of workers. Which worker holds a shard
-is read once from the scheduler and is only a hint: a task whose shards moved still
-runs, wherever they are. Results are gathered as `dh.evaluate` gathers them
-(`gather_watching_workers`): a cluster left with no worker ends the call with an error.
+The model and small arguments travel inside the tasks; an array over `SHIP_BYTES` given
+to a per-worker call (the weights of `value_gradient` and `value`, a product's vector)
+is one key of its own per call, which the tasks depend on (`ShardPool._shipped`);
+`curvature` puts the weights inside each shard's task. Either way a task lost with its
+worker is rerun elsewhere from its recipe. A worker's task returns one result *per
+shard*; the client adds them along the fixed tree of `dist_hess.distributed.tree` in
+shard order, so the sums do not depend on which worker held which shard: the same bits
+on any number of workers. Which worker holds a shard is read once from the scheduler and
+is only a hint: a task whose shards moved still runs, wherever they are. Results are
+gathered as `dh.evaluate` gathers them (`gather_watching_workers`): a cluster left with
+no worker ends the call with an error.
 """
 from __future__ import annotations
 
@@ -123,7 +126,7 @@ class ShardPool:
         args = self._shipped(args)
         tasks = []
         for worker, group in self.groups(shards):
-            hint = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+            hint = _placement(worker)
             columns = [list(c) for c in zip(*(per_shard(i) for i in group))]
             tasks.append((group, client.submit(fn, *args, *columns, pure=False, **hint)))
         results = gather_watching_workers(client, [f for _, f in tasks])
@@ -163,7 +166,7 @@ class ShardPool:
         w = np.asarray(w, dtype=float)
         ops = {}
         for worker, group in self.groups(shards):
-            hint = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+            hint = _placement(worker)
             for i in group:
                 ops[i] = self.client.submit(_build, model, w, self._x[i], self._y[i],
                                             self.memory_budget, pure=False, **hint)
@@ -172,6 +175,11 @@ class ShardPool:
     def close(self) -> None:
         self._x = self._y = []
         self.X = self.Y = None
+
+
+def _placement(worker) -> dict:
+    """``client.submit`` keywords that prefer ``worker`` (``None``: no preference)."""
+    return {} if worker is None else {"workers": [worker], "allow_other_workers": True}
 
 
 def _row_keys(a):
