@@ -81,8 +81,8 @@ def parse_size(value, *, what: str = "memory limit") -> int | None:
         return None
     if isinstance(value, bool):
         raise ValueError(f"{what} must be a size, got {value!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not value > 0 or math.isnan(value):
+    if isinstance(value, (int, float)):
+        if not value > 0:                  # NaN too
             raise ValueError(f"{what} must be a positive number of bytes, got {value!r}")
         return None if math.isinf(value) else int(value)
     if not isinstance(value, str):
