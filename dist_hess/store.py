@@ -151,9 +151,9 @@ def check_writable(path) -> str:
     ``ValueError`` naming the path for: anything there that is not a dist_hess store or
     an empty directory (the refusal `begin_store` applies), a parent that is a file, a
     parent directory -- or the existing store directory -- in which this process cannot
-    create a file (`check_directory_writable`). Missing parent directories are fine, the write creates them. URLs
-    (``s3://...``) get the first check only. ``dist-hess fit`` calls it before training,
-    so a bad ``--out`` fails in a second.
+    create a file (`check_directory_writable`). Missing parent directories are fine, the
+    write creates them. URLs (``s3://...``) get the first check only. ``dist-hess fit``
+    calls it before training, so a bad ``--out`` fails in a second.
     """
     location = _store_location(path)
     _refuse_foreign(location)
@@ -323,6 +323,14 @@ def write_store(path, model, weights, *, n_examples: int, value: float | None = 
 _CONTRACT_ATTRS = ("format", "model", "n_examples", "complete")
 
 
+@contextlib.contextmanager
+def _opened_in_place(location: str) -> Iterator[zarr.Group]:
+    """The group of a store `open_store` accepted at ``location``, opened for writing in
+    place under its writer lock (a local store; object stores have no lock)."""
+    with exclusive_lock(location) if "://" not in location else contextlib.nullcontext():
+        yield zarr.open_group(location, mode="r+")
+
+
 def update_attrs(path, attrs: Mapping[str, Any]) -> str:
     """Add or replace JSON attributes of a complete store in place; returns its location.
 
@@ -342,9 +350,7 @@ def update_attrs(path, attrs: Mapping[str, Any]) -> str:
     reserved = sorted(set(attrs) & {*_CONTRACT_ATTRS, INTEGRITY})
     if reserved:
         raise ValueError(f"update_attrs cannot change the contract attributes {reserved}")
-    local = "://" not in store.path
-    with exclusive_lock(store.path) if local else contextlib.nullcontext():
-        group = zarr.open_group(store.path, mode="r+")
+    with _opened_in_place(store.path) as group:
         update = _json_attr(dict(attrs))
         integrity = group.attrs.asdict().get(INTEGRITY)
         covered = {} if integrity is None else integrity["attributes"]
@@ -366,9 +372,7 @@ def add_curvature(path, curvature: Mapping[tuple[str, str], Any]) -> str:
     location.
     """
     store = open_store(path)
-    local = "://" not in store.path
-    with exclusive_lock(store.path) if local else contextlib.nullcontext():
-        group = zarr.open_group(store.path, mode="r+")
+    with _opened_in_place(store.path) as group:
         write_results(group, curvature=curvature)
         integrity = group.attrs.asdict().get(INTEGRITY)
         if integrity is not None:
