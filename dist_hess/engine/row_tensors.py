@@ -229,7 +229,6 @@ def row_tensor(model, w, X, Y, layer, row=None, order=2, *, packed=False, part="
                      f"x {size:,} entries, 2 copies)",
                      ("packed=True (only the entries a_1 <= ... <= a_p)" if not packed else
                       "a lower order", "one row at a time (row=j)"))
-    idx = packed_indices(d, p) if packed else None
     per_example = 4 * (p + 1) * R * sum(model.sizes) + 2 * d
     if packed:
         group = max(1, budget // (8 * (2 * R + 1) * max(X.shape[0], 1)))
