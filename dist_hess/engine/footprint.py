@@ -93,8 +93,7 @@ def check_request(model, req, rows: int) -> None:
     limit = {} if given is None else {"limit": bound}
     for nbytes, what, ways in items:
         check_allocation(nbytes, what, ways, **limit)
-    if len(items) > 1:
-        total = sum(nbytes for nbytes, _, _ in items)
+    if len(items) > 1:                                   # total: the sum of the items
         parts = ", ".join(f"{what.split(' (')[0]} {format_bytes(nbytes)}"
                           for nbytes, what, _ in items)
         check_allocation(total, f"the results requested together ({parts})",
