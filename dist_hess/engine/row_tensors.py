@@ -10,9 +10,10 @@ features ``z_i = dP_j/dW_j`` (dense: ``z = [1, u]``; quadratic: the products
 ``lambda diag(mask)`` at ``p = 2``, nothing beyond; the norm and weight-elimination
 penalties have terms of every order, :meth:`dist_hess.penalties.Penalty.row_tensor`).
 ``c^(p)_ij`` is *total*: the unit's pre-activation is perturbed,
-``a^k_ij(t) = a^k_ij + t``, and the series is propagated through every later layer that reads layer ``k`` (skip connections
-included) into the loss, all weights fixed (:mod:`dist_hess.engine.directional`).
-For ``p = 2`` this is the exact Hessian row block of DESIGN §2.
+``a^k_ij(t) = a^k_ij + t``, and the series is propagated through every later layer
+that reads layer ``k`` (skip connections included) into the loss, all weights fixed
+(:mod:`dist_hess.engine.directional`). For ``p = 2`` this is the exact Hessian row block
+of DESIGN §2.
 
 The paper's eq. (12) keeps only the Lagrangian part of the coefficient,
 ``-e^k_ij h^(p)(a^k_ij)`` with ``e^k_ij = -dE_i/dx^k_ij`` (seed §3, eq. (12)):
@@ -197,8 +198,8 @@ def row_tensor(model, w, X, Y, layer, row=None, order=2, *, packed=False, part="
     (``part="exact"``) or its Lagrangian part ``-e^k_ij h^(p)(a^k_ij)``, the paper's
     eq. (12) (``part="lagrangian"``); ``penalty=True`` adds the penalty's ``p``-th
     derivative with respect to the row (every kind, every order), so that ``p = 2``
-    equals the row block of ``model.curvature(w, X, Y, "hessian" | "lagrangian", "row")``.  Shards add
-    up: sum the tensors of ``penalty=False`` calls, then add the penalty once.
+    equals the row block of ``model.curvature(w, X, Y, "hessian" | "lagrangian", "row")``.
+    Shards add up: sum the tensors of ``penalty=False`` calls, then add the penalty once.
 
     ``layer``: 1-based layer index; ``row``: unit index, or ``None`` for every
     row (a leading axis of size ``s_k``).  Returns the dense ``(d,) * p`` tensor
