@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import add_sums, shard_sums
+from ..runtime import tune_worker_allocator
 from .packing import pack_sums
 from .tree import fold
 
@@ -49,6 +50,7 @@ def shard_task(payload: Payload, X, Y, start: int, target: StoreTarget | None) -
     Multipliers (per example) are written to ``target`` rows ``start:start+n_shard``
     when given, else kept under ``"multipliers"`` for the client to collect.
     """
+    tune_worker_allocator()
     sums = shard_sums(payload.model, payload.weights, np.asarray(X), np.asarray(Y),
                       payload.request)
     if target is not None and "multipliers" in sums:

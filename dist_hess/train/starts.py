@@ -44,7 +44,7 @@ import numpy as np
 from scipy.linalg import eigh
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from ..runtime import limit_blas_threads
+from ..runtime import limit_blas_threads, tune_worker_allocator
 from .objective import DaskObjective, LocalObjective, make_objective
 from .result import FitResult, Minimum
 
@@ -159,6 +159,7 @@ def _report(i: int, k: int, result: FitResult) -> None:
 
 def _fit_task(settings, model, X, Y, w0, checkpoint, memory_budget) -> FitResult:
     """One start on a worker: the in-process fit (`FitSettings.run` on a `LocalObjective`)."""
+    tune_worker_allocator()
     return settings.run(LocalObjective(model, X, Y, memory_budget=memory_budget), w0,
                         checkpoint=checkpoint)
 
