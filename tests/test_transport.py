@@ -89,22 +89,25 @@ def test_shard_pool_sums_equal_the_engine(client):
     pool.close()
 
 
-def test_shards_are_spread_evenly_and_large_vectors_go_as_one_key(client):
-    """Shard i of S on worker floor(i W / S); w and v of over SHIP_BYTES go as one key
-    per call (not carried by each task), and the sums still equal the engine."""
-    from dist_hess.distributed.shard_pool import SHIP_BYTES
+def test_shards_are_spread_evenly_and_large_vectors_go_as_one_key(client, monkeypatch):
+    """Shard i of S on worker floor(i W / S); w and v whose copies to the tasks exceed
+    SHIP_BYTES go as one key per call (not carried by each task), and the sums still
+    equal the engine."""
+    from dist_hess.distributed import shard_pool
 
     spec = dict(SPEC, layers=[{"type": "dense", "units": 32, "activation": "tanh"},
                               {"type": "dense", "units": 3, "activation": "identity"}])
     model = dh.Model.from_dict(spec)
-    assert model.n_params * 8 > SHIP_BYTES                         # 9,731 parameters
+    assert 2 * model.n_params * 8 <= shard_pool.SHIP_BYTES          # 9,731 parameters
+    monkeypatch.setattr(shard_pool, "SHIP_BYTES", model.n_params * 8 + 1)
     rng = np.random.default_rng(3)
     X, Y = rng.normal(size=(500, 300)), rng.integers(0, 3, size=500)
     w = model.init(seed=4)
     pool = ShardPool(client, X, Y, chunk_size=100)                        # 5 shards
     groups = pool.groups(range(pool.n_shards))
     assert sorted(len(shards) for _, shards in groups) == [2, 3]
-    assert isinstance(pool._shipped((w, 1))[0], distributed.Future)
+    assert isinstance(pool._shipped((w, 1))[0], np.ndarray)          # one copy: inside
+    assert isinstance(pool._shipped((w, 1), copies=2)[0], distributed.Future)
     _value_gradient_equals_the_engine(pool, model, w, X, Y)
     pen = model.penalty
     v = rng.normal(size=model.n_params)
@@ -115,4 +118,29 @@ def test_shards_are_spread_evenly_and_large_vectors_go_as_one_key(client):
             - pen.hvp(model, w, v))
     np.testing.assert_allclose(products[0] + products[1], want, rtol=1e-10, atol=1e-12)
     remote.release()
+    pool.close()
+
+
+def _allocator_tuned():
+    from dist_hess import runtime
+    return runtime._worker_tuned
+
+
+def test_worker_tasks_tune_the_allocator_and_the_message_logs_stay_short(client):
+    """A nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns glibc's
+    adaptive thresholds off; a dist_hess task sets them once per worker process
+    (`dist_hess.runtime.tune_worker_allocator`). The client's and the in-process
+    scheduler's debugging logs of recent messages keep at most MESSAGE_LOG_LENGTH
+    messages (they kept every vector sent, 1,000 messages per stream)."""
+    from dist_hess.distributed.cluster import MESSAGE_LOG_LENGTH
+
+    model = dh.Model.from_dict(SPEC)
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(400, 300)), rng.integers(0, 3, size=400)
+    pool = ShardPool(client, X, Y, chunk_size=100)
+    pool.value_gradient(model, model.init(seed=0))
+    assert set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {"65536"}
+    assert all(client.run(_allocator_tuned).values())
+    streams = [client.scheduler_comm, *client.cluster.scheduler.stream_comms.values()]
+    assert all(s.recent_message_log.maxlen <= MESSAGE_LOG_LENGTH for s in streams)
     pool.close()

@@ -94,7 +94,7 @@ def test_evaluate_survives_a_worker_killed_at_many_moments(client, tmp_path):
                                            ("hessian-free", True)],
                          ids=["block-newton", "hessian-free", "hessian-free-vectors-as-keys"])
 def test_fit_survives_a_worker_killed_at_many_moments(client, method, keyed, monkeypatch):
-    if keyed:     # w and every product's vector go as keys of their own, as above 64 KB
+    if keyed:     # w and every product's vector go as keys of their own, as above SHIP_BYTES
         monkeypatch.setattr(shard_pool, "SHIP_BYTES", 0)
     model, w, X, Y = _problem(2000)
     X = da.from_array(X, chunks=(250, -1))

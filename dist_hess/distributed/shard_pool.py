@@ -12,10 +12,14 @@ call costs one round trip to the scheduler plus the work:
   named shard and left on the worker that holds it; its products and diagonals then
   cost one round trip each, with no forward pass.
 
-The model and small arguments travel inside the tasks; an array over `SHIP_BYTES` given
-to a per-worker call (the weights of `value_gradient` and `value`, a product's vector)
-is one key of its own per call, which the tasks depend on (`ShardPool._shipped`);
-`curvature` puts the weights inside each shard's task. Either way a task lost with its
+The model and the arguments travel inside the tasks, except an array (the weights of
+`value_gradient` and `value`, a product's vector) whose copies to all the call's tasks
+would exceed `SHIP_BYTES`: that array is one key of its own per call, which the tasks
+depend on and the workers fetch from each other (`ShardPool._shipped`). Inside the
+task is the faster way while the copies are few (one scheduler message per worker
+instead of a key, its task and a transfer between workers: 12.6 vs 18.7 ms for an
+empty call on two workers, 0.8 MB); as a key the client sends it once, whatever the
+number of workers. `curvature` puts the weights inside each shard's task. Either way a task lost with its
 worker is rerun elsewhere from its recipe. A worker's task returns one result *per
 shard*; the client adds them along the fixed tree of `dist_hess.distributed.tree` in
 shard order, so the sums do not depend on which worker held which shard: the same bits
@@ -30,15 +34,16 @@ import numpy as np
 
 from ..engine import Request, shard_sums
 from ..engine.operator import ShardCurvature
+from ..runtime import tune_worker_allocator
 from .cluster import gather_watching_workers
 from .data import as_shards, persist_data
 from .tree import tree_sum
 
 __all__ = ["ShardPool", "RemoteCurvature"]
 
-#: Arrays larger than this (bytes) go to the workers as one key per call, not inside
-#: each task (`ShardPool._shipped`).
-SHIP_BYTES = 64 * 1024
+#: An array goes to the workers as one key per call, not inside each task, when its copies
+#: to all of the call's tasks would take more than this many bytes (`ShardPool._shipped`).
+SHIP_BYTES = 4 * 1024 * 1024
 
 
 # ---------------------------------------------------------------- worker-side functions
@@ -49,6 +54,7 @@ def _held(a):
 
 
 def _value_gradients(model, w, memory_budget, xs, ys):
+    tune_worker_allocator()
     request = Request(value=True, gradient=True, memory_budget=memory_budget)
     out = []
     for X, Y in zip(xs, ys):
@@ -58,12 +64,14 @@ def _value_gradients(model, w, memory_budget, xs, ys):
 
 
 def _values(model, w, memory_budget, xs, ys):
+    tune_worker_allocator()
     request = Request(value=True, gradient=False, memory_budget=memory_budget)
     return [float(shard_sums(model, w, np.asarray(X), np.asarray(Y), request)["value"])
             for X, Y in zip(xs, ys)]
 
 
 def _build(model, w, X, Y, memory_budget):
+    tune_worker_allocator()
     return ShardCurvature(model, w, np.asarray(X), np.asarray(Y), memory_budget=memory_budget)
 
 
@@ -123,9 +131,10 @@ class ShardPool:
         """One task ``fn(*args, [per_shard(i) for i in its shards])`` per worker; the results
         as one list in the order of ``shards``."""
         client = self.client
-        args = self._shipped(args)
+        groups = self.groups(shards)
+        args = self._shipped(args, copies=len(groups))
         tasks = []
-        for worker, group in self.groups(shards):
+        for worker, group in groups:
             hint = _placement(worker)
             columns = [list(c) for c in zip(*(per_shard(i) for i in group))]
             tasks.append((group, client.submit(fn, *args, *columns, pure=False, **hint)))
@@ -133,19 +142,20 @@ class ShardPool:
         by_shard = {i: r for (group, _), rs in zip(tasks, results) for i, r in zip(group, rs)}
         return [by_shard[i] for i in shards]
 
-    def _shipped(self, args) -> tuple:
-        """``args`` with every array of over :data:`SHIP_BYTES` made one key of its own
-        (a future in its place), as `dh.evaluate` sends its payload: the per-worker tasks
-        depend on it, a worker fetches it once from a peer, and a worker that dies holding
-        it costs a recomputation from the key's task, never a lost input (a scattered
-        array has no recipe, and ``scatter(broadcast=True)`` can retry a replication to a
-        dead worker forever: issue 13). Carried inside each per-worker task instead, the
-        client process (which hosts a LocalCluster's scheduler) grew by about 2.1 MB per
-        value+gradient call at ``t = 101,770`` (two tasks); as one key by about 1.2 MB
-        (80 calls, 2 workers; not freed by ``malloc_trim``, not the scheduler's task
-        table or its ``computations`` log: the cause inside distributed is not found)."""
+    def _shipped(self, args, copies: int = 1) -> tuple:
+        """``args`` with every array whose ``copies`` would take over :data:`SHIP_BYTES`
+        made one key of its own (a future in its place), as `dh.evaluate` sends its
+        payload: the per-worker tasks depend on it, a worker fetches it once from a peer,
+        and a worker that dies holding it costs a recomputation from the key's task, never
+        a lost input (a scattered array has no recipe, and ``scatter(broadcast=True)`` can
+        retry a replication to a dead worker forever: issue 13). Smaller arrays stay inside
+        the tasks, which are recomputable the same way. Either way the messages that carry
+        them are not kept by distributed's debugging logs
+        (`dist_hess.distributed.cluster.limit_message_logs`): that was the growth of the
+        client process, 1.2-2.1 MB per value+gradient call at ``t = 101,770``."""
         return tuple(self.client.submit(_held, a, pure=False)
-                     if isinstance(a, np.ndarray) and a.nbytes > SHIP_BYTES else a for a in args)
+                     if isinstance(a, np.ndarray) and copies * a.nbytes > SHIP_BYTES else a
+                     for a in args)
 
     def value_gradient(self, model, w) -> tuple[float, np.ndarray]:
         """``(sum_i g_i, sum_i dg_i/dw)`` over all rows (no penalty)."""
