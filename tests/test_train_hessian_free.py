@@ -239,7 +239,7 @@ def test_options_are_checked():
 @pytest.mark.parametrize(("t", "method"), [(10, "newton"), (auto.NEWTON_MAX_PARAMS, "newton"),
                                            (auto.NEWTON_MAX_PARAMS + 1, "block-newton"),
                                            (auto.BLOCK_MAX_PARAMS, "block-newton"),
-                                           (auto.BLOCK_MAX_PARAMS + 1, "hessian-free")])
+                                           (auto.BLOCK_MAX_PARAMS + 1, "lbfgs")])
 def test_auto_rule(t, method):
     for distributed in (False, True):
         choice = auto.choose(t, 1000, distributed=distributed)

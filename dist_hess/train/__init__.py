@@ -1,4 +1,4 @@
-"""Newton-type training: one driver loop, four step strategies.
+"""Newton-type training: one driver loop, six step strategies.
 
 ``fit(model, X, Y, method=...)`` builds an `Objective` (in process, or on Dask), a step
 strategy (`dist_hess.train.strategies`) and a globalisation rule (a `Globalization`:
@@ -8,6 +8,7 @@ checkpointing to zarr after every iteration (`dist_hess.train.checkpoint`).
 from .checkpoint import read_checkpoint
 from .driver import fit, minimize
 from .hessian_free import HessianFree
+from .lbfgs import LBFGS
 from .globalization import Damping, Globalization, TrustRegion
 from .objective import DaskObjective, LocalObjective, Objective
 from .result import FitResult, IterationRecord, Status
@@ -15,4 +16,4 @@ from .strategies import STRATEGIES
 
 __all__ = ["fit", "minimize", "FitResult", "IterationRecord", "Status", "TrustRegion", "Damping",
            "Globalization", "Objective", "LocalObjective", "DaskObjective", "read_checkpoint",
-           "STRATEGIES", "HessianFree"]
+           "STRATEGIES", "HessianFree", "LBFGS"]

@@ -10,12 +10,18 @@ when                                     method                          why
                                                                          than a few products
 ``t <= BLOCK_MAX_PARAMS``                ``block-newton``                row blocks fit, CG
                                          ``reuse_preconditioner``        preconditioned by them
-otherwise                                ``hessian-free``                no block fits: products
-                                                                         on a shard subsample
+otherwise                                ``lbfgs``                       no block fits and a
+                                         (exact Newton-CG steps          product costs about a
+                                         near the minimum)               gradient (see below)
 =======================================  ==============================  =====================
 
 The small-network branches (the first two) belong to the small-network benchmark
 (``benchmarks/bench_basins.py``); the last one to ``benchmarks/bench_train_scale.py``.
+At ``t = 101,770`` (784-128-10) a Hessian-vector product costs about one gradient, and
+Newton-CG (``hessian-free``, subsampled or on all rows) made less progress per second
+than L-BFGS from the points of the L-BFGS path that were tried (docs/training.md,
+"Training at scale"); ``lbfgs`` hands over to exact Newton-CG steps near the minimum,
+where they converge quadratically.
 Whether a cluster is used does not change the choice today: every method runs on
 either (`dist_hess.train.objective.make_objective` decides where), and
 ``hessian-free``'s products go to the workers that hold the shards.
@@ -68,5 +74,5 @@ def choose(n_params: int, n_examples: int | None, *, distributed: bool) -> Choic
         return Choice("block-newton", {"reuse_preconditioner": True},
                       f"t = {t} <= {BLOCK_MAX_PARAMS}: row-block preconditioned Newton-CG, "
                       f"the blocks kept after successful steps ({where})")
-    return Choice("hessian-free", {}, f"t = {t} > {BLOCK_MAX_PARAMS}: Hessian-free Newton "
-                                      f"on a shard subsample ({where})")
+    return Choice("lbfgs", {}, f"t = {t} > {BLOCK_MAX_PARAMS}: L-BFGS on the exact gradient, "
+                               f"exact Newton-CG steps near the minimum ({where})")

@@ -61,9 +61,11 @@ def reduction_ratio(actual: float, predicted: float, value: float) -> float:
     return (actual + delta) / (max(predicted, 0.0) + delta)
 
 
-def _trial_value(objective: Objective, w: np.ndarray) -> float:
+def _trial_value(objective: Objective, w: np.ndarray, with_gradient: bool = False) -> float:
+    """``E(w)``, ``nan`` where it overflows; ``with_gradient``: the gradient too, in the
+    same pass (kept by the objective for the step's acceptance)."""
     try:
-        value = objective.value(w)
+        value = objective.value_and_gradient(w)[0] if with_gradient else objective.value(w)
     except (FloatingPointError, OverflowError):
         return math.nan
     return value if math.isfinite(value) else math.nan
@@ -314,7 +316,7 @@ def minimize(objective: Objective, strategy: StepStrategy, rule: Globalization, 
             status, detail = Status.STALLED, "the step is too small to change the weights"
             save(status)
             break
-        trial_value = _trial_value(objective, trial)
+        trial_value = _trial_value(objective, trial, getattr(strategy, "trial_gradient", False))
         actual = state.value - trial_value
         ratio = float(reduction_ratio(actual, step.model_decrease, state.value))
         accepted = bool(rule.accept(ratio))

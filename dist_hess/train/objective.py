@@ -71,6 +71,10 @@ class Objective(ABC):
     @abstractmethod
     def gradient(self, w: np.ndarray) -> np.ndarray: ...
 
+    def value_and_gradient(self, w: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(E(w), grad E(w))``, in one pass over the data where the objective can."""
+        return self.value(w), self.gradient(w)
+
     @abstractmethod
     def curvature(self, w: np.ndarray, kind: str, structure: str):
         """``kind`` (hessian | gauss_newton | ...) in ``structure`` (row | layer | full)."""
@@ -160,6 +164,16 @@ class LocalObjective(Objective):
             entry["gradient"] = np.asarray(self.model.gradient(w, self.X, self.Y, **self._options),
                                            dtype=float)
         return entry["gradient"]
+
+    def value_and_gradient(self, w):
+        entry = self._cache.at(w)
+        if "value" not in entry or "gradient" not in entry:
+            if not hasattr(self.model, "value_and_gradient"):       # a duck-typed model
+                return self.value(w), self.gradient(w)
+            value, gradient = self.model.value_and_gradient(w, self.X, self.Y, **self._options)
+            entry["value"] = float(value)
+            entry["gradient"] = np.asarray(gradient, dtype=float)
+        return entry["value"], entry["gradient"]
 
     def curvature(self, w, kind, structure):
         entry = self._cache.at(w)
@@ -279,6 +293,10 @@ class DaskObjective(Objective):
                 entry.update(self._finish(w, value=value, gradient=gradient))
             return entry["gradient"]
         return self._point(w)["gradient"]
+
+    def value_and_gradient(self, w):
+        gradient = self.gradient(w)             # the value comes with it, in either mode
+        return self._cache.at(w)["value"], gradient
 
     def _finish(self, w, **sums) -> dict:
         """The shards' sums with the penalty (and a mask) applied once."""
