@@ -4,7 +4,8 @@ import pytest
 
 from dist_hess.distributed.packing import (pack_sums, pack_symmetric, packed_side,
                                            unpack_sums, unpack_symmetric)
-from dist_hess.distributed.tree import check_split_every, tree_groups, tree_reduce
+from dist_hess.distributed.tree import (check_split_every, complete_tree, subtree_sums, tree_groups,
+                                       tree_reduce, tree_sum)
 
 
 def _symmetric(rng, *shape):
@@ -96,3 +97,33 @@ def test_split_every_validation():
             check_split_every(bad)
     with pytest.raises(ValueError, match="at least one leaf"):
         tree_reduce([], lambda a, b: a + b, 2)
+
+
+@pytest.mark.parametrize("split_every", [2, 3, 4])
+def test_partial_trees_on_workers_give_the_sum_bitwise(split_every):
+    """Workers fold the nodes of the tree whose leaves they hold (any assignment, runs or
+    scattered); the client completes it: bitwise the in-process tree sum."""
+    rng = np.random.default_rng(7)
+    for n in range(1, 34):
+        leaves = [rng.standard_normal(4) * 10.0 ** rng.integers(-9, 9, 4) for _ in range(n)]
+        pairs = [(float(x[0]), x) for x in leaves]
+        want = tree_sum(leaves, split_every)
+        for trial in range(4):
+            workers = int(rng.integers(1, 5))
+            owner = (rng.integers(0, workers, n) if trial % 2
+                     else np.minimum(np.arange(n) * workers // n, workers - 1))
+            nodes, pair_nodes = {}, {}
+            for k in range(workers):
+                mine = [i for i in range(n) if owner[i] == k]
+                nodes.update(subtree_sums({i: leaves[i] for i in mine}, n, split_every))
+                pair_nodes.update(subtree_sums({i: pairs[i] for i in mine}, n, split_every))
+            np.testing.assert_array_equal(complete_tree(nodes, n, split_every), want)
+            value, vector = complete_tree(pair_nodes, n, split_every)
+            np.testing.assert_array_equal(vector, want)
+            assert value == tree_sum([p[0] for p in pairs], split_every)
+
+
+def test_an_aligned_run_of_leaves_is_one_node():
+    assert list(subtree_sums({i: 1.0 for i in range(4)}, 8)) == [(1, 0)]
+    assert list(subtree_sums({i: 1.0 for i in range(16, 32)}, 32)) == [(2, 1)]
+    assert sorted(subtree_sums({i: 1.0 for i in range(5)}, 9)) == [(0, 4), (1, 0)]

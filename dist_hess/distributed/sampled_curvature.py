@@ -50,17 +50,24 @@ class SampledCurvature(ABC):
     @abstractmethod
     def _shard_diagonals(self, kind: str) -> list[np.ndarray]: ...
 
+    def _product_sum(self, v: np.ndarray, kind: str) -> np.ndarray:
+        """``sum_{i in S} B_i v`` along the fixed tree."""
+        return tree_sum(self._shard_products(v, kind))
+
+    def _diagonal_sum(self, kind: str) -> np.ndarray:
+        return tree_sum(self._shard_diagonals(kind))
+
     def product(self, v: np.ndarray, kind: str) -> np.ndarray:
         """``B_S v`` ``(t,)``."""
         v = np.asarray(v, dtype=float)
         self.products += 1
-        total = self.scale * tree_sum(self._shard_products(v, kind))
+        total = self.scale * self._product_sum(v, kind)
         request = Request(value=False, gradient=False, hvp=((kind, v),))
         return finalize(self.model, self.w, {"hvp/0": total}, request)["hvp/0"]
 
     def diagonal(self, kind: str = "gauss_newton") -> np.ndarray:
         """``diag(B_S)`` ``(t,)``: the diagonals of the row blocks, penalty included."""
-        d = self.scale * tree_sum(self._shard_diagonals(kind))
+        d = self.scale * self._diagonal_sum(kind)
         model = self.model
         if model.penalty is not None:
             d = d + model.penalty.diagonal(model, self.w, kind)
@@ -104,6 +111,12 @@ class PooledSampledCurvature(SampledCurvature):
 
     def _shard_diagonals(self, kind):
         return self._remote.shard_diagonals(kind)
+
+    def _product_sum(self, v, kind):
+        return self._remote.product_sum(v, kind)
+
+    def _diagonal_sum(self, kind):
+        return self._remote.diagonal_sum(kind)
 
     def release(self):
         self._remote.release()

@@ -12,6 +12,13 @@ shards' position and ``split_every`` alone, never by which task finishes first:
 Each group of ``split_every`` consecutive nodes is folded left to right. The
 same tree is run by the Dask graph (:func:`tree_groups`) and by the in-process
 loop (:func:`tree_reduce`), so both give bitwise identical sums.
+
+A worker that holds some of the leaves can fold every node of the tree whose leaves it
+all holds (:func:`subtree_sums`: the largest such nodes, keyed by ``(level, index)``);
+:func:`complete_tree` then folds the rest from the nodes of all workers. Each node is
+the same fold of the same children wherever it is computed, so the root is bitwise
+:func:`tree_reduce`'s whatever the workers held, and a worker holding a contiguous run
+of ``split_every ** k`` aligned leaves sends one node instead of that many.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from functools import reduce
 from typing import Callable, Iterable, TypeVar
 
 __all__ = ["DEFAULT_SPLIT_EVERY", "check_split_every", "tree_groups", "tree_reduce", "tree_sum",
+           "subtree_sums", "complete_tree",
            "fold"]
 
 T = TypeVar("T")
@@ -91,3 +99,41 @@ def tree_reduce(leaves: Iterable[T], combine: Callable[[T, T], T], split_every: 
 def tree_sum(parts: Iterable[T], split_every: int = DEFAULT_SPLIT_EVERY) -> T:
     """``parts`` (arrays or numbers, in order) added along the tree of :func:`tree_reduce`."""
     return tree_reduce(iter(parts), operator.add, split_every)
+
+
+def _add(a, b):
+    """``a + b``, elementwise for tuples (a value and a gradient fold together)."""
+    if isinstance(a, tuple):
+        return tuple(x + y for x, y in zip(a, b))
+    return a + b
+
+
+def subtree_sums(leaves: dict[int, T], n_leaves: int, split_every: int = DEFAULT_SPLIT_EVERY,
+                 combine: Callable[[T, T], T] = _add) -> dict[tuple[int, int], T]:
+    """The largest nodes of the tree over ``n_leaves`` leaves whose leaves are all in
+    ``leaves`` (leaf index -> value), each folded as :func:`tree_reduce` folds it:
+    ``{(level, index): value}``, level 0 the leaves themselves."""
+    have = {(0, int(i)): v for i, v in leaves.items()}
+    for level, groups in enumerate(tree_groups(n_leaves, split_every), start=1):
+        for index, group in enumerate(groups):
+            children = [(level - 1, k) for k in group]
+            if all(c in have for c in children):
+                have[(level, index)] = fold(combine, [have.pop(c) for c in children])
+    return have
+
+
+def complete_tree(nodes: dict[tuple[int, int], T], n_leaves: int,
+                  split_every: int = DEFAULT_SPLIT_EVERY,
+                  combine: Callable[[T, T], T] = _add) -> T:
+    """The root of the tree from ``nodes`` that cover every leaf once (the union of the
+    workers' :func:`subtree_sums`): a node given is used as it is, the others are folded
+    from their children, bottom-up."""
+    have = dict(nodes)
+    levels = tree_groups(n_leaves, split_every)
+    for level, groups in enumerate(levels, start=1):
+        for index, group in enumerate(groups):
+            children = [(level - 1, k) for k in group]
+            # a node whose children are not all there is covered by a given ancestor
+            if (level, index) not in have and all(c in have for c in children):
+                have[(level, index)] = fold(combine, [have.pop(c) for c in children])
+    return have[(len(levels), 0)]
