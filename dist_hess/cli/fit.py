@@ -92,8 +92,9 @@ def add_command(subparsers) -> None:
                         "Hessian-vector products; block-newton: CG preconditioned by the exact "
                         "Hessian's row blocks; lm: Levenberg-Marquardt on the Gauss-Newton "
                         "matrix, switching to the exact Hessian near a minimum; hessian-free: "
-                        "damped Newton-CG with curvature from a rotating subsample of shards "
-                        "(large t)")
+                        "damped Newton-CG with curvature from a rotating subsample of shards; "
+                        "lbfgs: L-BFGS on the exact gradient, exact Newton-CG steps near the "
+                        "minimum (auto's choice for t > 20,000)")
     p.add_argument("--structure", choices=STRUCTURES,
                    help="blocks used by block-newton (default row) or lm (default full)")
     p.add_argument("--max-iter", type=int_at_least(0), default=500, metavar="N",

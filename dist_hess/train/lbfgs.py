@@ -47,13 +47,12 @@ uninterrupted one, bitwise.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 
 from .globalization import Monotone
-from .hessian_free import HessianFree
+from .hessian_free import HessianFree, _fingerprint
 from .hf_cg import dot
 from .strategies import STRATEGIES, State, Step, StepStrategy
 
@@ -69,14 +68,12 @@ MIN_ALPHA = 1e-10
 NEWTON_OPTIONS = {"sample_fraction": 1.0, "min_rows_per_parameter": 0.0}
 
 
-def _fingerprint(w: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(w, dtype=float).tobytes()).hexdigest()
-
-
 class LBFGS(StepStrategy):
     """L-BFGS with a backtracking Armijo search, exact Newton at the end (module docstring).
 
-    ``last_info`` is the ``info`` of the last step (phase, pairs held, step length).
+    ``kind`` is the Newton phase's curvature (default: the exact Hessian); ``newton_options``
+    go to its `HessianFree` (on all rows unless given otherwise). ``last_info`` is the
+    ``info`` of the last step (phase, pairs held, step length; the Newton phase's CG).
     """
 
     name = "lbfgs"
@@ -115,7 +112,7 @@ class LBFGS(StepStrategy):
     # ---------------------------------------------------------------- driver hooks
     @property
     def trial_gradient(self) -> bool:
-        """Whether the driver should compute the gradient with the value at a trial point."""
+        """In the L-BFGS phase the driver computes the gradient with the value at a trial."""
         return self._phase == "lbfgs"
 
     def config(self) -> dict:

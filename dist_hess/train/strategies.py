@@ -134,6 +134,9 @@ class StepStrategy(ABC):
     #: Whether the strategy reads `Objective.sampled_curvature` (then a Dask objective
     #: evaluates value and gradient by direct shard tasks as well).
     uses_sampled_curvature: ClassVar[bool] = False
+    #: Whether the driver computes the gradient together with the value at a trial point
+    #: (one pass over the data; for strategies whose trials are mostly accepted).
+    trial_gradient: bool = False
 
     @property
     def curvature_request(self) -> tuple[str, str] | None:
