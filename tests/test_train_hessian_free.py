@@ -257,7 +257,9 @@ def test_auto_is_the_default_and_records_the_method_used():
 
 
 @pytest.mark.slow
-def test_same_bits_on_one_and_two_workers():
+def fits_on_one_and_two_workers(inspect=None, **options):
+    """``fit`` of `_problem(600)` on 12 shards on a 1- and a 2-worker LocalCluster;
+    ``inspect(client)`` runs after each fit, while its cluster is up."""
     da = pytest.importorskip("dask.array")
     distributed = pytest.importorskip("distributed")
     from dist_hess.distributed.cluster import BLAS_ENV
@@ -269,9 +271,14 @@ def test_same_bits_on_one_and_two_workers():
         with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                       dashboard_address=":0", env=dict(BLAS_ENV)) as cluster, \
                 distributed.Client(cluster, set_as_default=False) as client:
-            results.append(fit(model, Xd, Yd, method="hessian-free", client=client,
-                               max_iter=25, gtol=1e-10))
-    one, two = results
+            results.append(fit(model, Xd, Yd, client=client, **options))
+            if inspect is not None:
+                inspect(client)
+    return results
+
+
+def test_same_bits_on_one_and_two_workers():
+    one, two = fits_on_one_and_two_workers(method="hessian-free", max_iter=25, gtol=1e-10)
     assert one.n_iter == two.n_iter == 25
     np.testing.assert_array_equal(one.w, two.w)
     assert _no_seconds(one.history) == _no_seconds(two.history)

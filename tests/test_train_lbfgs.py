@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 import dist_hess as dh
-from dist_hess.train import LocalObjective, fit, minimize
+from dist_hess.train import LocalObjective, minimize
 from dist_hess.train.globalization import parse_globalization
 from dist_hess.train.lbfgs import ARMIJO
 from dist_hess.train.strategies import make_strategy
-from tests.test_train_hessian_free import _problem
+from tests.test_train_hessian_free import _problem, fits_on_one_and_two_workers
 
 
 def _lbfgs(model, X, Y, options=None, objective=None, **limits):
@@ -139,22 +139,11 @@ def test_resumed_run_ends_bitwise_where_the_uninterrupted_one_ends(tmp_path, sto
 
 
 def test_same_bits_on_one_and_two_workers():
-    da = pytest.importorskip("dask.array")
-    distributed = pytest.importorskip("distributed")
-    from dist_hess.distributed.cluster import BLAS_ENV
+    def short_logs(client):                     # distributed's message log kept short
+        assert client.scheduler_comm.recent_message_log.maxlen <= 10
 
-    model, X, Y = _problem(600)
-    Xd, Yd = da.from_array(X, chunks=(50, -1)), da.from_array(Y, chunks=50)     # 12 shards
-    results = []
-    for workers in (1, 2):
-        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                      dashboard_address=":0", env=dict(BLAS_ENV)) as cluster, \
-                distributed.Client(cluster, set_as_default=False) as client:
-            results.append(fit(model, Xd, Yd, method="lbfgs", client=client, max_iter=40,
-                               gtol=1e-9, options={"newton_gtol": 0.3}))
-            log = client.scheduler_comm.recent_message_log
-            assert log.maxlen <= 10                 # distributed's message log kept short
-    one, two = results
+    one, two = fits_on_one_and_two_workers(short_logs, method="lbfgs", max_iter=40, gtol=1e-9,
+                                           options={"newton_gtol": 0.3})
     assert one.n_iter == two.n_iter == 40
     np.testing.assert_array_equal(one.w, two.w)
     assert _no_seconds(one.history) == _no_seconds(two.history)

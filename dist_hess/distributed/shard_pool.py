@@ -19,13 +19,14 @@ depend on and the workers fetch from each other (`ShardPool._shipped`). Inside t
 task is the faster way while the copies are few (one scheduler message per worker
 instead of a key, its task and a transfer between workers: 12.6 vs 18.7 ms for an
 empty call on two workers, 0.8 MB); as a key the client sends it once, whatever the
-number of workers. `curvature` puts the weights inside each shard's task. Either way a task lost with its
-worker is rerun elsewhere from its recipe. A sum over shards follows the fixed tree of `dist_hess.distributed.tree` in shard
-order: a worker's task folds the nodes of that tree whose shards it all holds and
-returns those (one per worker when each holds an aligned run), the client folds the
-rest, so the sums do not depend on which worker held which shard: the same bits
-on any number of workers. Which worker holds a shard is read once from the scheduler and
-is only a hint: a task whose shards moved still runs, wherever they are. Results are
+number of workers. `curvature` puts the weights inside each shard's task. Either way a
+task lost with its worker is rerun elsewhere from its recipe. A sum over shards follows
+the fixed tree of `dist_hess.distributed.tree` in shard order: a worker's task folds the
+nodes of that tree whose shards it all holds and returns those (one per worker when
+each holds an aligned run), the client folds the rest, so the sums do not depend on
+which worker held which shard: the same bits on any number of workers. Which worker
+holds a shard is read once from the scheduler and is only a hint: a task whose shards
+moved still runs, wherever they are. Results are
 gathered as `dh.evaluate` gathers them (`gather_watching_workers`): a cluster left with
 no worker ends the call with an error.
 """
