@@ -21,10 +21,10 @@ Armijo line search:
 
 The value and the gradient at a trial point come from one pass over the data
 (`trial_gradient`): most trials are accepted, and on a cluster a second pass costs a
-round trip as well. Per iteration that is one value+gradient, against scipy's
-L-BFGS-B's 1.1 to 1.2 (its Moré-Thuente search asks for more points): on the teacher
-problem of ``benchmarks/bench_train_scale.py`` this reaches L-BFGS-B's loss after
-1,500 evaluations in about 1,300 (memory 10; docs/training.md).
+round trip as well. On the teacher problem of ``benchmarks/bench_train_scale.py`` this
+reaches scipy's L-BFGS-B's loss after 1,500 evaluations in about 1,300 (memory 10;
+docs/training.md); scipy took 153 evaluations for 150 iterations there, so the
+difference is the path the two searches take, not evaluations per iteration.
 
 **Newton at the end.** L-BFGS converges linearly near a minimum and its last digits
 are slow; once ``||g|| <= newton_gtol * max(1, |E|)`` (default ``1e-4``, a hundred
