@@ -45,17 +45,12 @@ class SampledCurvature(ABC):
         return self.n_sample == self.n_examples
 
     @abstractmethod
-    def _shard_products(self, v: np.ndarray, kind: str) -> list[np.ndarray]: ...
+    def _product_sum(self, v: np.ndarray, kind: str) -> np.ndarray:
+        """``sum_{i in S} B_i v`` along the fixed tree over the shards."""
 
     @abstractmethod
-    def _shard_diagonals(self, kind: str) -> list[np.ndarray]: ...
-
-    def _product_sum(self, v: np.ndarray, kind: str) -> np.ndarray:
-        """``sum_{i in S} B_i v`` along the fixed tree."""
-        return tree_sum(self._shard_products(v, kind))
-
     def _diagonal_sum(self, kind: str) -> np.ndarray:
-        return tree_sum(self._shard_diagonals(kind))
+        """``sum_{i in S} diag(B_i)`` along the same tree."""
 
     def product(self, v: np.ndarray, kind: str) -> np.ndarray:
         """``B_S v`` ``(t,)``."""
@@ -89,11 +84,11 @@ class LocalSampledCurvature(SampledCurvature):
         self._ops = [ShardCurvature(model, w, X[b[i]:b[i + 1]], Y[b[i]:b[i + 1]],
                                     memory_budget=memory_budget) for i in self.shards]
 
-    def _shard_products(self, v, kind):
-        return [op.product(v, kind) for op in self._ops]
+    def _product_sum(self, v, kind):
+        return tree_sum(op.product(v, kind) for op in self._ops)
 
-    def _shard_diagonals(self, kind):
-        return [op.diagonal(kind) for op in self._ops]
+    def _diagonal_sum(self, kind):
+        return tree_sum(op.diagonal(kind) for op in self._ops)
 
     def release(self):
         self._ops = []
@@ -105,12 +100,6 @@ class PooledSampledCurvature(SampledCurvature):
     def __init__(self, model, w, pool, shards):
         super().__init__(model, w, shards, pool.n_examples, pool.rows(shards))
         self._remote = pool.curvature(model, w, self.shards)
-
-    def _shard_products(self, v, kind):
-        return self._remote.shard_products(v, kind)
-
-    def _shard_diagonals(self, kind):
-        return self._remote.shard_diagonals(kind)
 
     def _product_sum(self, v, kind):
         return self._remote.product_sum(v, kind)

@@ -225,12 +225,9 @@ class RemoteCurvature:
         self.pool, self.shards, self.ops = pool, shards, ops
 
     def shard_products(self, v, kind) -> list[np.ndarray]:
+        """Each shard's product, in the order of ``shards`` (what `product_sum` sums)."""
         return self.pool.submit_per_worker(_products, (np.asarray(v, dtype=float), kind),
                                            self.shards, lambda i: (self.ops[i],))
-
-    def shard_diagonals(self, kind) -> list[np.ndarray]:
-        return self.pool.submit_per_worker(_diagonals, (kind,), self.shards,
-                                           lambda i: (self.ops[i],))
 
     def product_sum(self, v, kind) -> np.ndarray:
         """The tree sum of `shard_products`, folded on the workers as far as they can."""
@@ -238,7 +235,7 @@ class RemoteCurvature:
                                            self.shards, lambda i: (self.ops[i],), summed=True)
 
     def diagonal_sum(self, kind) -> np.ndarray:
-        """The tree sum of `shard_diagonals`, folded on the workers as far as they can."""
+        """The tree sum of the shards' diagonals, folded on the workers as far as they can."""
         return self.pool.submit_per_worker(_diagonals, (kind,), self.shards,
                                            lambda i: (self.ops[i],), summed=True)
 

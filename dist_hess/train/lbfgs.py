@@ -93,7 +93,6 @@ class LBFGS(StepStrategy):
         self.newton_gtol = newton_gtol
         self.newton_options = dict(NEWTON_OPTIONS, **(newton_options or {}))
         self._newton = HessianFree(kind=kind, **self.newton_options)
-        self.kind = self._newton.kind
         self.last_info: dict = {}
         self._reset()
 
@@ -225,16 +224,15 @@ class LBFGS(StepStrategy):
 
     def _newton_step(self, state: State) -> Step:
         step = self._newton.solve(state)
-        self.last_info = dict(self._newton.last_info, phase="newton")
-        info = self._newton.last_info
+        info = dict(step.info, phase="newton")
         if info["case"] == "negative_curvature" or info["kind"] != "hessian":
             # not yet where Newton converges quadratically: back to L-BFGS (this step
             # is still taken), which hands over again at a tenth of the gradient
             self._phase, self._threshold = "lbfgs", self._threshold / 10.0
             self._w = self._d = None          # no secant pair across the Newton steps
-            self.last_info["handed_back"] = True
-        return Step(step.direction, step.model_decrease, step.hits_boundary,
-                    dict(step.info, phase="newton"), step.norm)
+            info["handed_back"] = True
+        self.last_info = info
+        return Step(step.direction, step.model_decrease, step.hits_boundary, info, step.norm)
 
 
 STRATEGIES[LBFGS.name] = LBFGS
